@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+// Sigma: secure two-party transformer inference from function secret sharing.
+//
+// Layers, arrows pointing down (a module imports only modules above it in this list):
+//   CSigmaKernels  C: batched AES (VAES-512 / VAES-256 / AES-NI / portable), fixed-key hash PRG, DPF level kernels
+//   FSS            DPF with early termination, DPF comparison, full-domain evaluation, DCF, key encoding, randomness
+//   SigmaBench     benchmarks (kept out of the libraries, as swift-nio and swift-collections do)
+//   sigma          the command-line tool
+import PackageDescription
+
+/// SwiftPM compiles C at -O0 in debug builds, which makes AES 12-30x slower (measured, swift-on-linux.md §2a);
+/// the later -O3 overrides it, so `swift build` and `swift test` run the kernels at full speed.
+/// No -maes/-mavx flags: each accelerated function carries its own target attribute and is chosen at run time
+/// by CPUID, so the same binary runs on CPUs (and under valgrind) without VAES or AVX-512.
+let cKernelFlags: [CSetting] = [.unsafeFlags(["-O3"])]
+
+/// The FSS layer's Swift loops (leaf parities, correction-word tables, key generation) sit on the hot path
+/// of every protocol; at -Onone they run 10-100x slower, which would make `swift test` crawl. -O here
+/// keeps debug builds usable; assertions still come from the test target.
+let hotSwiftFlags: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+let package = Package(
+    name: "Sigma",
+    products: [
+        .executable(name: "sigma", targets: ["sigma"]),
+        .library(name: "FSS", targets: ["FSS"]),
+    ],
+    targets: [
+        .target(name: "CSigmaKernels", cSettings: cKernelFlags),
+        .target(name: "FSS", dependencies: ["CSigmaKernels"], swiftSettings: hotSwiftFlags),
+        .target(name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels"], swiftSettings: hotSwiftFlags),
+        .executableTarget(name: "sigma", dependencies: ["FSS", "SigmaBench"]),
+        // OpenSSL is a test oracle only (AES-128-ECB on random data); nothing on the inference path links it.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
+    ]
+)

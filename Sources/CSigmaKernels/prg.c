@@ -1,0 +1,175 @@
+// The fixed-key hash PRG and the DPF level kernels built on it.
+//
+// Security assumption (written where it is used). Tree-based FSS needs a length-doubling PRG
+// G(s) = (G_0(s), G_1(s)). The reference code re-keys AES with the seed at every node (one key expansion per
+// node). We instead use the fixed-key construction of Guo, Katz, Wang and Yu (S&P 2020, "Efficient and
+// secure multiparty computation from fixed-key block ciphers"):
+//
+//     H_j(x) = pi_j(sigma(x)) ^ sigma(x),   sigma(x_hi || x_lo) = (x_hi ^ x_lo) || x_hi,
+//
+// where pi_j is AES-128 under a fixed, public key k_j and sigma is a linear orthomorphism. Modelling each pi_j
+// as an independent random permutation, H_j is circular correlation robust, so G_j(s) = H_j(s) is a PRG for
+// seeds s of min-entropy 127 bits, and the two halves are independent because they use distinct keys.
+// Evaluating one child costs one AES call (the "half-PRG"); keys are never expanded online.
+#include "CSigmaKernels.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+typedef struct {
+    uint64_t lo, hi;
+} block;
+
+// Large enough to amortise the call overhead of the AES kernels, small enough to stay in L1.
+#define CHUNK 128
+
+static inline block sigma_of(block x) { return (block){x.hi, x.hi ^ x.lo}; }
+static inline block load_block(const uint8_t *p) {
+    block b;
+    memcpy(&b, p, 16);
+    return b;
+}
+static inline void store_block(uint8_t *p, block b) { memcpy(p, &b, 16); }
+
+void sigma_prg_init(sigma_prg *prg, const void *keys64) {
+    const uint8_t *k = (const uint8_t *)keys64;
+    for (int j = 0; j < 4; j++) sigma_aes_expand_key(k + 16 * j, &prg->keys[j]);
+    for (int pair = 0; pair < 2; pair++) {
+        const sigma_aes_key *a = &prg->keys[2 * pair], *b = &prg->keys[2 * pair + 1];
+        sigma_prg_lanes *lanes = &prg->lanes[pair];
+        for (int combo = 0; combo < 4; combo++)
+            for (int r = 0; r < 11; r++)
+                for (int lane = 0; lane < 2; lane++)
+                    memcpy(lanes->lanes2[combo][r] + 16 * lane, ((combo >> lane) & 1 ? b : a)->round_keys[r], 16);
+        for (int combo = 0; combo < 16; combo++)
+            for (int r = 0; r < 11; r++)
+                for (int lane = 0; lane < 4; lane++)
+                    memcpy(lanes->lanes4[combo][r] + 16 * lane, ((combo >> lane) & 1 ? b : a)->round_keys[r], 16);
+    }
+}
+
+void sigma_aes_ctr_keystream(sigma_aes_backend backend, const sigma_aes_key *key, uint64_t counter_lo,
+                             uint64_t counter_hi, void *out, size_t count) {
+    uint8_t *o = (uint8_t *)out;
+    block ctr[CHUNK];
+    for (size_t done = 0; done < count;) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++) {
+            ctr[i] = (block){counter_lo, counter_hi};
+            counter_hi += (++counter_lo == 0);
+        }
+        sigma_internal_ecb(backend, key, (const uint8_t *)ctr, o + 16 * done, n);
+        done += n;
+    }
+}
+
+void sigma_crhash_select(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const void *in,
+                         const uint8_t *sel, void *out, size_t count) {
+    const uint8_t *src = (const uint8_t *)in;
+    uint8_t *dst = (uint8_t *)out;
+    block s[CHUNK], h[CHUNK];
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++) s[i] = sigma_of(load_block(src + 16 * (done + i)));
+        sigma_internal_ecb_select(backend, prg, k0 & 2, (const uint8_t *)s, sel + done, (uint8_t *)h, n);
+        for (size_t i = 0; i < n; i++) store_block(dst + 16 * (done + i), (block){h[i].lo ^ s[i].lo, h[i].hi ^ s[i].hi});
+    }
+}
+
+void sigma_crhash_pair(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const void *in, void *out0,
+                       void *out1, size_t count) {
+    const uint8_t *src = (const uint8_t *)in;
+    uint8_t *dst[2] = {(uint8_t *)out0, (uint8_t *)out1};
+    block s[CHUNK], h[CHUNK];
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++) s[i] = sigma_of(load_block(src + 16 * (done + i)));
+        for (unsigned c = 0; c < 2; c++) {
+            sigma_internal_ecb(backend, &prg->keys[(k0 & 2) + c], (const uint8_t *)s, (uint8_t *)h, n);
+            for (size_t i = 0; i < n; i++)
+                store_block(dst[c] + 16 * (done + i), (block){h[i].lo ^ s[i].lo, h[i].hi ^ s[i].hi});
+        }
+    }
+}
+
+void sigma_dpf_path_step(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
+                         const uint64_t *x, unsigned shift, const void *cw2, size_t points_per_key, size_t count,
+                         uint8_t *acc) {
+    const uint8_t *src = (const uint8_t *)in, *cws = (const uint8_t *)cw2;
+    uint8_t *dst = (uint8_t *)out;
+    block s[CHUNK], h[CHUNK];
+    uint8_t dir[CHUNK];
+    size_t key = 0, point = 0;  // key index and point within the key, advanced incrementally (no division)
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++) {
+            dir[i] = (uint8_t)((x[done + i] >> shift) & 1);
+            s[i] = sigma_of(load_block(src + 16 * (done + i)));
+        }
+        sigma_internal_ecb_select(backend, prg, 0, (const uint8_t *)s, dir, (uint8_t *)h, n);
+        for (size_t i = 0; i < n; i++) {
+            size_t j = done + i;
+            uint64_t t = src[16 * j] & 1;  // read before the store: in may equal out
+            block cw = load_block(cws + 16 * (2 * key + dir[i]));
+            uint64_t mask = 0 - t;
+            block o = {h[i].lo ^ s[i].lo ^ (cw.lo & mask), h[i].hi ^ s[i].hi ^ (cw.hi & mask)};
+            store_block(dst + 16 * j, o);
+            if (acc) acc[j] ^= (uint8_t)((dir[i] ^ 1) & (t ^ (o.lo & 1)));
+            if (++point == points_per_key) {
+                point = 0;
+                key++;
+            }
+        }
+    }
+}
+
+void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
+                            const void *cw2, size_t nodes_per_key, size_t count) {
+    const uint8_t *src = (const uint8_t *)in, *cws = (const uint8_t *)cw2;
+    uint8_t *dst = (uint8_t *)out;
+    block s[CHUNK], h[CHUNK];
+    size_t key0 = 0, node0 = 0;
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++) s[i] = sigma_of(load_block(src + 16 * (done + i)));
+        for (unsigned c = 0; c < 2; c++) {
+            sigma_internal_ecb(backend, &prg->keys[c], (const uint8_t *)s, (uint8_t *)h, n);
+            size_t key = key0, node = node0;
+            for (size_t i = 0; i < n; i++) {
+                size_t j = done + i;
+                block o = {h[i].lo ^ s[i].lo, h[i].hi ^ s[i].hi};
+                if (cws) {
+                    uint64_t mask = 0 - (uint64_t)(src[16 * j] & 1);
+                    block cw = load_block(cws + 16 * (2 * key + c));
+                    o.lo ^= cw.lo & mask;
+                    o.hi ^= cw.hi & mask;
+                }
+                store_block(dst + 16 * (2 * j + c), o);
+                if (++node == nodes_per_key) {
+                    node = 0;
+                    key++;
+                }
+            }
+            if (c == 1) {
+                key0 = key;
+                node0 = node;
+            }
+        }
+    }
+}
+
+int sigma_os_random(void *out, size_t count) {
+    uint8_t *p = (uint8_t *)out;
+    while (count > 0) {
+        ssize_t got = getrandom(p, count, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += got;
+        count -= (size_t)got;
+    }
+    return 0;
+}

@@ -1,0 +1,339 @@
+import Dispatch
+
+internal import CSigmaKernels
+
+/// Distributed point functions with early termination (Boyle, Gilboa, Ishai, CCS 2016) and one-bit output:
+/// keys k_0, k_1 for a point α ∈ [0, 2^b) such that Eval(k_0, x) ⊕ Eval(k_1, x) = 1{x = α}.
+///
+/// For b > 7 the tree has d = b − 7 levels. Levels 1 ... d−1 carry a seed correction word (127 bits plus the
+/// left control-bit correction in bit 0) and a right control-bit correction; the last level produces a 128-bit
+/// leaf directly from the parent seed, corrected by one of two leaf words L_0, L_1, and the low 7 bits of x
+/// pick a bit of the leaf. Evaluation costs d half-PRG calls (one AES each). A key for b > 7 takes
+/// 16(b−7) + 32 bytes plus b−8 bits (`DPFKeys.bytesPerKey`); for b ≤ 7 it is a secret-shared truth table of
+/// 2^b bits.
+///
+/// The same key also gives shares of 1{x < α} (`DPFKeys.lessThan`), on the evaluation path only, after Grotto
+/// (Storrier et al., ePrint 2023/108) as used by SIGMA §2.6: a tree node lies on α's path exactly when the
+/// parties' control bits differ, and the parent's share XOR the child's share is a share of the sibling being on
+/// α's path. Summing the right siblings of x's path (and, in the leaf, the parity of the bits above x's) gives
+/// 1{α > x}.
+public enum DPF {
+    /// Generates a batch of keys, one per point in `alphas` (each < 2^`inputBits`), for both parties.
+    public static func generate(
+        alphas: [UInt64], inputBits: Int, random: inout SecureRandom, prg: FixedKeyPRG = .shared
+    ) -> (p0: DPFKeys, p1: DPFKeys) {
+        precondition((1...64).contains(inputBits), "DPF input bits must be 1...64")
+        let layout = DPFLayout(inputBits: inputBits, count: alphas.count)
+        var bytes0 = [UInt8](repeating: 0, count: layout.totalSize)
+        var bytes1 = bytes0
+        KeyHeader.write(kind: DPFLayout.kind, party: .p0, inputBits: inputBits, payloadBits: 1, count: alphas.count,
+                        into: &bytes0)
+        KeyHeader.write(kind: DPFLayout.kind, party: .p1, inputBits: inputBits, payloadBits: 1, count: alphas.count,
+                        into: &bytes1)
+        bytes0.withUnsafeMutableBytes { out0 in
+            bytes1.withUnsafeMutableBytes { out1 in
+                if layout.usesTruthTable {
+                    generateTables(alphas, layout: layout, out0, out1, random: &random)
+                } else {
+                    for start in stride(from: 0, to: alphas.count, by: generationChunk) {
+                        let keys = start..<min(start + generationChunk, alphas.count)
+                        generateTrees(alphas, keys: keys, layout: layout, out0, out1, random: &random, prg: prg)
+                    }
+                }
+            }
+        }
+        KeyHeader.seal(&bytes0)
+        KeyHeader.seal(&bytes1)
+        return (DPFKeys(unchecked: bytes0, party: .p0, layout: layout), DPFKeys(unchecked: bytes1, party: .p1, layout: layout))
+    }
+
+    /// Keys generated together; bounds the dealer's scratch memory.
+    static let generationChunk = 1 << 14
+
+    private static func generateTables(
+        _ alphas: [UInt64], layout: DPFLayout, _ out0: UnsafeMutableRawBufferPointer,
+        _ out1: UnsafeMutableRawBufferPointer, random: inout SecureRandom
+    ) {
+        let tableBytes = layout.tableBytes
+        let body = UnsafeMutableRawBufferPointer(rebasing: out0[layout.tablesOffset..<layout.totalSize])
+        random.fill(body)
+        let domainMask: UInt8 = layout.inputBits >= 3 ? 0xFF : UInt8((1 << (1 << layout.inputBits)) - 1)
+        for (k, alpha) in alphas.enumerated() {
+            let base = layout.tablesOffset + k * tableBytes
+            for i in 0..<tableBytes {
+                out0[base + i] &= domainMask
+                out1[base + i] = out0[base + i]
+            }
+            let point = Int(alpha & layout.domainMask)
+            out1[base + point / 8] ^= 1 << UInt8(point % 8)
+        }
+    }
+
+    private static func generateTrees(
+        _ alphas: [UInt64], keys: Range<Int>, layout: DPFLayout, _ out0: UnsafeMutableRawBufferPointer,
+        _ out1: UnsafeMutableRawBufferPointer, random: inout SecureRandom, prg: FixedKeyPRG
+    ) {
+        let b = layout.inputBits
+        var seeds0 = random.blocks(keys.count)
+        var seeds1 = random.blocks(keys.count)
+        for i in 0..<keys.count {
+            seeds0[i] = seeds0[i].withControlBit(0)
+            seeds1[i] = seeds1[i].withControlBit(1)
+            out0.storeBytes(of: seeds0[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
+            out1.storeBytes(of: seeds1[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
+        }
+        for level in 1..<layout.depth {
+            let (left0, right0) = prg.hashPair(seeds0)
+            let (left1, right1) = prg.hashPair(seeds1)
+            let shift = UInt64(b - level)
+            for i in 0..<keys.count {
+                let k = keys.lowerBound + i
+                let a = UInt8(truncatingIfNeeded: (alphas[k] >> shift) & 1)
+                let (keep0, lose0) = a == 0 ? (left0[i], right0[i]) : (right0[i], left0[i])
+                let (keep1, lose1) = a == 0 ? (left1[i], right1[i]) : (right1[i], left1[i])
+                let seedCW = (lose0 ^ lose1).withControlBit(0)
+                let tLeft = left0[i].controlBit ^ left1[i].controlBit ^ a ^ 1
+                let tRight = right0[i].controlBit ^ right1[i].controlBit ^ a
+                let stored = seedCW.withControlBit(tLeft)
+                let cwOffset = layout.levelOffset(level) + 16 * k
+                out0.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
+                out1.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
+                if tRight != 0 {
+                    let bit = layout.rightBitOffset(level) + k / 8
+                    out0[bit] |= 1 << UInt8(k % 8)
+                    out1[bit] |= 1 << UInt8(k % 8)
+                }
+                let correction = seedCW.withControlBit(a == 0 ? tLeft : tRight)
+                seeds0[i] = keep0 ^ correction.masked(by: seeds0[i].controlBit)
+                seeds1[i] = keep1 ^ correction.masked(by: seeds1[i].controlBit)
+            }
+        }
+        let (left0, right0) = prg.hashPair(seeds0)
+        let (left1, right1) = prg.hashPair(seeds1)
+        for i in 0..<keys.count {
+            let k = keys.lowerBound + i
+            let unit = Block.unit(Int(alphas[k] & 127))
+            let onRight = UInt8(truncatingIfNeeded: (alphas[k] >> 7) & 1)
+            let leafLeft = left0[i] ^ left1[i] ^ unit.masked(by: onRight ^ 1)
+            let leafRight = right0[i] ^ right1[i] ^ unit.masked(by: onRight)
+            let offset = layout.leavesOffset + 32 * k
+            for out in [out0, out1] {
+                out.storeBytes(of: leafLeft, toByteOffset: offset, as: Block.self)
+                out.storeBytes(of: leafRight, toByteOffset: offset + 16, as: Block.self)
+            }
+        }
+    }
+}
+
+/// Where each section of a DPF key batch lives in its encoding (offsets from the start of the header).
+///
+/// Body for b > 7 (d = b − 7, N keys), structure-of-arrays:
+///
+///     roots         N × 16 B      the party's root seed, control bit in bit 0
+///     levels        (d−1) × N × 16 B, level-major: seed correction, left control-bit correction in bit 0
+///     leaves        N × 32 B      L_0, L_1 per key
+///     right bits    (d−1) × ⌈N/8⌉ B, level-major, bit k of a level = right control-bit correction of key k
+///
+/// Body for b ≤ 7: N truth tables of max(1, 2^b / 8) bytes, bit i of table k = the party's share of 1{i = α_k}.
+struct DPFLayout: Equatable, Sendable {
+    static let kind: UInt8 = 1
+
+    let inputBits: Int
+    let count: Int
+
+    var usesTruthTable: Bool { inputBits <= 7 }
+    var depth: Int { max(inputBits - 7, 0) }
+    var domainMask: UInt64 { inputBits == 64 ? ~0 : (1 << UInt64(inputBits)) - 1 }
+    var tableBytes: Int { max(1, (1 << min(inputBits, 7)) / 8) }
+    var bitBytes: Int { (count + 7) / 8 }
+
+    var tablesOffset: Int { KeyHeader.size }
+    var rootsOffset: Int { KeyHeader.size }
+    func levelOffset(_ level: Int) -> Int { rootsOffset + 16 * count + 16 * count * (level - 1) }
+    var leavesOffset: Int { rootsOffset + 16 * count * depth }
+    func rightBitOffset(_ level: Int) -> Int { leavesOffset + 32 * count + bitBytes * (level - 1) }
+
+    var bodySize: Int {
+        usesTruthTable ? count * tableBytes : count * (16 * depth + 32) + bitBytes * (depth - 1)
+    }
+    var totalSize: Int { KeyHeader.size + bodySize }
+
+    /// The body size for untrusted parameters, with overflow checks.
+    static func checkedBodySize(inputBits: Int, count: Int) throws(KeyDecodingError) -> Int {
+        guard (1...64).contains(inputBits) else { throw .badParameter("DPF input bits \(inputBits)") }
+        let layout = DPFLayout(inputBits: inputBits, count: count)
+        if layout.usesTruthTable { return try checkedSize(count, layout.tableBytes) }
+        let trees = try checkedSize(count, 16 * layout.depth + 32)
+        let (total, overflow) = trees.addingReportingOverflow(try checkedSize(layout.bitBytes, layout.depth - 1))
+        guard !overflow else { throw .badParameter("section size overflows") }
+        return total
+    }
+}
+
+/// One party's keys for a batch of DPFs, in their encoded form; evaluation reads the encoding in place.
+///
+/// Keys are evaluated in batches: the AES kernel always has a whole tree level of many keys in flight.
+public struct DPFKeys: Sendable {
+    public let party: Party
+    let layout: DPFLayout
+    /// The versioned encoding: a 32-byte header, then the sections (see `DPFLayout`).
+    public let encoded: [UInt8]
+
+    /// Input bits b: the keys' domain is [0, 2^b).
+    public var inputBits: Int { layout.inputBits }
+    /// Number of keys in the batch.
+    public var count: Int { layout.count }
+
+    /// The size of one key's encoding body for b-bit inputs: 16(b−7) + 32 + ⌈(b−8)/8⌉ bytes for b > 7 (one
+    /// byte less than the reference's 16(b−7) + 32 + ⌈(b−7)/8⌉ when b ≡ 0 mod 8, because the last level's
+    /// control bits are folded into the leaf words), and max(1, 2^b/8) for b ≤ 7.
+    public static func bytesPerKey(inputBits: Int) -> Int { DPFLayout(inputBits: inputBits, count: 1).bodySize }
+
+    init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout) {
+        self.encoded = encoded
+        self.party = party
+        self.layout = layout
+    }
+
+    /// Decodes and validates an encoding: header, exact size and checksum. Never traps on bad input.
+    public init(decoding encoded: [UInt8]) throws(KeyDecodingError) {
+        let fields = try withDecodedBytes(encoded) { bytes throws(KeyDecodingError) in
+            let fields = try KeyHeader.read(bytes, kind: DPFLayout.kind)
+            guard fields.payloadBits == 1 else { throw .badParameter("DPF payload bits \(fields.payloadBits)") }
+            let body = try DPFLayout.checkedBodySize(inputBits: fields.inputBits, count: fields.count)
+            try KeyHeader.verify(bytes, bodySize: body)
+            return fields
+        }
+        self.init(unchecked: encoded, party: fields.party,
+                  layout: DPFLayout(inputBits: fields.inputBits, count: fields.count))
+    }
+
+    /// Shares of 1{x = α_k}: for `pointsPerKey` = E, `points[k·E + e]` is evaluated under key k.
+    /// Returns one bit (0 or 1) per point; the two parties' bits XOR to the result.
+    public func evaluate(at points: [UInt64], pointsPerKey: Int = 1, threads: Int = 1) -> [UInt8] {
+        evaluate(points, pointsPerKey: pointsPerKey, threads: threads, comparison: false)
+    }
+
+    /// Shares of 1{x < α_k} for every point (unsigned, in [0, 2^b)), from the DPF path alone.
+    public func lessThan(at points: [UInt64], pointsPerKey: Int = 1, threads: Int = 1) -> [UInt8] {
+        evaluate(points, pointsPerKey: pointsPerKey, threads: threads, comparison: true)
+    }
+
+    /// Shares of 1{(x_k + shift_e) mod 2^b < α_k}: one key evaluated at several public shifts of the same input
+    /// (GeLU needs three). The result is key-major: index k·shifts.count + e.
+    public func lessThan(inputs: [UInt64], shifts: [UInt64], threads: Int = 1) -> [UInt8] {
+        precondition(inputs.count == count, "one input per key")
+        var points = [UInt64](repeating: 0, count: inputs.count * shifts.count)
+        for (k, x) in inputs.enumerated() {
+            for (e, shift) in shifts.enumerated() { points[k * shifts.count + e] = x &+ shift }
+        }
+        return lessThan(at: points, pointsPerKey: shifts.count, threads: threads)
+    }
+
+    private func evaluate(_ points: [UInt64], pointsPerKey: Int, threads: Int, comparison: Bool) -> [UInt8] {
+        precondition(pointsPerKey > 0 && points.count == count * pointsPerKey, "points must be count × pointsPerKey")
+        var output = [UInt8](repeating: 0, count: points.count)
+        let chunk = max(1, DPFKeys.evaluationChunk / pointsPerKey)
+        let chunks = (count + chunk - 1) / chunk
+        encoded.withUnsafeBytes { key in
+            points.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { out in
+                    let view = DPFKeyView(bytes: key, party: party, layout: layout)
+                    let work = UnsafeSendable((view, x, out))
+                    parallelFor(chunks, threads: threads) { c in
+                        let (view, x, out) = work.value
+                        let keys = (c * chunk)..<min((c + 1) * chunk, view.layout.count)
+                        view.evaluatePaths(keys: keys, pointsPerKey: pointsPerKey, points: x, output: out,
+                                           comparison: comparison)
+                    }
+                }
+            }
+        }
+        return output
+    }
+
+    /// Points evaluated together per chunk: their seeds (64 KiB) stay in L2 across all levels.
+    static let evaluationChunk = 4096
+}
+
+/// A read-only view of one party's encoded DPF key batch, wherever it lives (an array or a mapped key file).
+struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlives every use
+    let bytes: UnsafeRawBufferPointer
+    let party: Party
+    let layout: DPFLayout
+
+    func root(_ k: Int) -> Block { bytes.loadUnaligned(fromByteOffset: layout.rootsOffset + 16 * k, as: Block.self) }
+
+    func rightBit(level: Int, key k: Int) -> UInt8 {
+        (bytes[layout.rightBitOffset(level) + k / 8] >> UInt8(k % 8)) & 1
+    }
+
+    func tableBit(key k: Int, point: Int) -> UInt8 {
+        (bytes[layout.tablesOffset + k * layout.tableBytes + point / 8] >> UInt8(point % 8)) & 1
+    }
+
+    /// Fills `cw2` with the left and right correction blocks of `keys` at `level` (1 ... d−1).
+    func correctionPairs(level: Int, keys: Range<Int>, into cw2: UnsafeMutablePointer<Block>) {
+        let base = layout.levelOffset(level)
+        for (i, k) in keys.enumerated() {
+            let cw = bytes.loadUnaligned(fromByteOffset: base + 16 * k, as: Block.self)
+            cw2[2 * i] = cw
+            cw2[2 * i + 1] = cw.withControlBit(rightBit(level: level, key: k))
+        }
+    }
+
+    /// Evaluates `keys` at their points (E per key), writing one share bit per point into `output`.
+    func evaluatePaths(
+        keys: Range<Int>, pointsPerKey e: Int, points: UnsafeBufferPointer<UInt64>,
+        output: UnsafeMutableBufferPointer<UInt8>, comparison: Bool, prg: FixedKeyPRG = .shared
+    ) {
+        let first = keys.lowerBound * e
+        let m = keys.count * e
+        guard m > 0 else { return }
+        if layout.usesTruthTable {
+            let lastPoint = (1 << layout.inputBits) - 1
+            for j in 0..<m {
+                let k = keys.lowerBound + j / e
+                let x = Int(points[first + j] & layout.domainMask)
+                var bit = comparison ? 0 : tableBit(key: k, point: x)
+                if comparison { for i in stride(from: x + 1, through: lastPoint, by: 1) { bit ^= tableBit(key: k, point: i) } }
+                output[first + j] = bit
+            }
+            return
+        }
+        let seeds = UnsafeMutablePointer<Block>.allocate(capacity: m)
+        let leaves = UnsafeMutablePointer<Block>.allocate(capacity: m)
+        let cw2 = UnsafeMutablePointer<Block>.allocate(capacity: 2 * keys.count)
+        let acc = UnsafeMutablePointer<UInt8>.allocate(capacity: m)
+        defer {
+            seeds.deallocate()
+            leaves.deallocate()
+            cw2.deallocate()
+            acc.deallocate()
+        }
+        acc.initialize(repeating: 0, count: m)
+        for j in 0..<m { seeds[j] = root(keys.lowerBound + j / e) }
+        let x = points.baseAddress! + first
+        let b = layout.inputBits
+        for level in 1..<layout.depth {
+            correctionPairs(level: level, keys: keys, into: cw2)
+            sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), cw2, e, m,
+                                comparison ? acc : nil)
+        }
+        let leafWords = bytes.baseAddress! + layout.leavesOffset + 32 * keys.lowerBound
+        sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, leaves, x, 7, leafWords, e, m, nil)
+        for j in 0..<m {
+            let point = x[j]
+            let low = Int(point & 127)
+            let leaf = leaves[j]
+            if !comparison {
+                output[first + j] = leaf.bit(low)
+            } else if (point >> 7) & 1 == 0 {
+                // Right sibling at the leaf level (parent share ⊕ this leaf's parity), plus leaf bits above x.
+                output[first + j] = acc[j] ^ seeds[j].controlBit ^ leaf.parityThrough(low)
+            } else {
+                output[first + j] = acc[j] ^ leaf.parity ^ leaf.parityThrough(low)
+            }
+        }
+    }
+}

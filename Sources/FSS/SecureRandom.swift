@@ -1,0 +1,91 @@
+internal import CSigmaKernels
+
+/// The dealer's randomness: a 128-bit key from the operating system's CSPRNG (getrandom), expanded with
+/// AES-128 in counter mode.
+///
+/// Not thread-safe: give each thread its own generator (`split()` makes independent ones).
+public struct SecureRandom: ~Copyable {
+    private let cipher: AES128
+    private var counter: UInt64 = 0
+    private var buffer: [Block] = []
+    private var position = 0
+
+    /// A generator keyed from the operating system's CSPRNG.
+    public init() {
+        var key = [UInt8](repeating: 0, count: 16)
+        let status = key.withUnsafeMutableBytes { sigma_os_random($0.baseAddress!, 16) }
+        precondition(status == 0, "getrandom failed with errno \(status)")
+        cipher = AES128(key: key)
+    }
+
+    /// A deterministic generator for tests and reproducible benchmarks. Never use it for real keys: anyone who
+    /// knows the seed can recompute every key.
+    public init(insecureTestSeed seed: UInt64) {
+        var key = [UInt8](repeating: 0x5A, count: 16)
+        for i in 0..<8 { key[i] = UInt8(truncatingIfNeeded: seed >> UInt64(8 * i)) }
+        cipher = AES128(key: key)
+    }
+
+    /// An independent generator keyed from this one's stream.
+    public mutating func split() -> SecureRandom {
+        let keyBlock = nextBlock()
+        var key = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            key[i] = UInt8(truncatingIfNeeded: keyBlock.lo >> UInt64(8 * i))
+            key[8 + i] = UInt8(truncatingIfNeeded: keyBlock.hi >> UInt64(8 * i))
+        }
+        return SecureRandom(cipher: AES128(key: key))
+    }
+
+    private init(cipher: AES128) { self.cipher = cipher }
+
+    /// Fills `destination` with pseudorandom bytes.
+    public mutating func fill(_ destination: UnsafeMutableRawBufferPointer) {
+        let whole = destination.count & ~15
+        if whole > 0 {
+            cipher.keystream(counter: Block(lo: counter, hi: 0), into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<whole]))
+            counter &+= UInt64(whole / 16)
+        }
+        if whole < destination.count {
+            let tail = nextBlock()
+            withUnsafeBytes(of: tail) { bytes in
+                for i in whole..<destination.count { destination[i] = bytes[i - whole] }
+            }
+        }
+    }
+
+    /// One pseudorandom block.
+    public mutating func nextBlock() -> Block {
+        if position == buffer.count {
+            buffer = blocks(256)
+            position = 0
+        }
+        defer { position += 1 }
+        return buffer[position]
+    }
+
+    /// `count` pseudorandom blocks.
+    public mutating func blocks(_ count: Int) -> [Block] {
+        var result = [Block](repeating: .zero, count: count)
+        result.withUnsafeMutableBytes { fill($0) }
+        return result
+    }
+
+    /// `count` uniformly random values below 2^`bits` (1 ... 64).
+    public mutating func values(_ count: Int, bits: Int) -> [UInt64] {
+        precondition((1...64).contains(bits))
+        var result = [UInt64](repeating: 0, count: count)
+        result.withUnsafeMutableBytes { fill($0) }
+        if bits < 64 {
+            let mask = (UInt64(1) << UInt64(bits)) &- 1
+            for i in result.indices { result[i] &= mask }
+        }
+        return result
+    }
+
+    /// A uniformly random value below 2^`bits`.
+    public mutating func next(bits: Int = 64) -> UInt64 {
+        let block = nextBlock()
+        return bits >= 64 ? block.lo : block.lo & ((UInt64(1) << UInt64(bits)) &- 1)
+    }
+}

@@ -1,0 +1,105 @@
+import Testing
+
+@testable import FSS
+
+func reconstruct(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] { zip(a, b).map { $0 ^ $1 } }
+
+@Suite("DPF and DPF comparison")
+struct DPFTests {
+    @Test("every input of every key, bitwidths 1...10", arguments: 1...10)
+    func exhaustive(bits: Int) {
+        var random = SecureRandom(insecureTestSeed: UInt64(bits))
+        let domain = UInt64(1) << UInt64(bits)
+        // Every α for small domains; otherwise the edges plus random points.
+        let alphas: [UInt64] =
+            bits <= 7 ? Array(0..<domain) : [0, 1, 127, 128, domain / 2, domain - 1] + random.values(10, bits: bits)
+        let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+        let points = alphas.flatMap { _ in Array(0..<domain) }
+        let equal = reconstruct(k0.evaluate(at: points, pointsPerKey: Int(domain)),
+                                k1.evaluate(at: points, pointsPerKey: Int(domain)))
+        let less = reconstruct(k0.lessThan(at: points, pointsPerKey: Int(domain)),
+                               k1.lessThan(at: points, pointsPerKey: Int(domain)))
+        for (k, alpha) in alphas.enumerated() {
+            for x in 0..<domain {
+                let j = k * Int(domain) + Int(x)
+                #expect(equal[j] == (x == alpha ? 1 : 0), "b=\(bits) α=\(alpha) x=\(x) equality")
+                #expect(less[j] == (x < alpha ? 1 : 0), "b=\(bits) α=\(alpha) x=\(x) comparison")
+            }
+        }
+    }
+
+    @Test("random keys and points, bitwidths up to 64", arguments: [11, 12, 15, 16, 20, 32, 37, 38, 50, 63, 64])
+    func randomWide(bits: Int) {
+        var random = SecureRandom(insecureTestSeed: 100 + UInt64(bits))
+        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+        let alphas = random.values(300, bits: bits) + [0, mask, 1 << UInt64(bits - 1)]
+        let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+        // Per key: α itself, its neighbours, 0, the top of the domain, and two random points.
+        var points: [UInt64] = []
+        for alpha in alphas {
+            points += [alpha, (alpha &- 1) & mask, (alpha &+ 1) & mask, 0, mask, random.next(bits: bits)]
+            points.append((alpha & ~127) | random.next(bits: 7))  // same leaf, another bit
+        }
+        let e = 7
+        let equal = reconstruct(k0.evaluate(at: points, pointsPerKey: e), k1.evaluate(at: points, pointsPerKey: e))
+        let less = reconstruct(k0.lessThan(at: points, pointsPerKey: e), k1.lessThan(at: points, pointsPerKey: e))
+        for j in points.indices {
+            let alpha = alphas[j / e]
+            #expect(equal[j] == (points[j] == alpha ? 1 : 0), "b=\(bits) α=\(alpha) x=\(points[j])")
+            #expect(less[j] == (points[j] < alpha ? 1 : 0), "b=\(bits) α=\(alpha) x=\(points[j])")
+        }
+    }
+
+    @Test("one key at several public shifts of the same input")
+    func shifts() {
+        var random = SecureRandom(insecureTestSeed: 5)
+        let bits = 32
+        let alphas = random.values(500, bits: bits)
+        let inputs = random.values(500, bits: bits)
+        let shifts: [UInt64] = [0, 255, (1 << 32) - 255]
+        let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+        let less = reconstruct(k0.lessThan(inputs: inputs, shifts: shifts), k1.lessThan(inputs: inputs, shifts: shifts))
+        for k in alphas.indices {
+            for (e, shift) in shifts.enumerated() {
+                let x = (inputs[k] &+ shift) & 0xFFFF_FFFF
+                #expect(less[k * 3 + e] == (x < alphas[k] ? 1 : 0))
+            }
+        }
+    }
+
+    @Test("parallel evaluation equals sequential, on every backend", arguments: supportedBackends)
+    func threadsAndBackends(backend: AESBackend) {
+        var random = SecureRandom(insecureTestSeed: 9)
+        let alphas = random.values(20_000, bits: 38)
+        let points = random.values(20_000, bits: 38)
+        let (k0, k1) = DPF.generate(alphas: alphas, inputBits: 38, random: &random)
+        let sequential = reconstruct(k0.lessThan(at: points), k1.lessThan(at: points))
+        let parallel = reconstruct(k0.lessThan(at: points, threads: 4), k1.lessThan(at: points, threads: 4))
+        #expect(sequential == parallel)
+        #expect(sequential == zip(points, alphas).map { $0 < $1 ? 1 : 0 })
+        // Keys are the same whatever backend the evaluator uses.
+        let view0 = k0.encoded.withUnsafeBytes { bytes in
+            var out = [UInt8](repeating: 0, count: points.count)
+            points.withUnsafeBufferPointer { x in
+                out.withUnsafeMutableBufferPointer { o in
+                    DPFKeyView(bytes: bytes, party: .p0, layout: k0.layout)
+                        .evaluatePaths(keys: 0..<alphas.count, pointsPerKey: 1, points: x, output: o, comparison: true,
+                                       prg: FixedKeyPRG(backend: backend))
+                }
+            }
+            return out
+        }
+        #expect(view0 == k0.lessThan(at: points))
+    }
+
+    @Test("each party's shares alone are balanced: about half ones, whatever the point")
+    func sharesLookRandom() {
+        var random = SecureRandom(insecureTestSeed: 21)
+        let alphas = [UInt64](repeating: 12345, count: 4000)
+        let (k0, _) = DPF.generate(alphas: alphas, inputBits: 20, random: &random)
+        let atAlpha = k0.evaluate(at: alphas).reduce(0) { $0 + Int($1) }
+        let below = k0.lessThan(at: [UInt64](repeating: 0, count: 4000)).reduce(0) { $0 + Int($1) }
+        #expect((1700...2300).contains(atAlpha))
+        #expect((1700...2300).contains(below))
+    }
+}
