@@ -230,7 +230,7 @@ static int os_saves(uint64_t mask) {
 }
 #endif
 
-int sigma_aes_backend_supported(sigma_aes_backend backend) {
+static int detect_backend(sigma_aes_backend backend) {
     switch (backend) {
     case SIGMA_AES_PORTABLE:
         return 1;
@@ -238,10 +238,10 @@ int sigma_aes_backend_supported(sigma_aes_backend backend) {
     case SIGMA_AES_AESNI:
         return cpu_has(1, 0, 2, 25) && cpu_has(1, 0, 2, 19);  // AES, SSE4.1
     case SIGMA_AES_VAES256:
-        return sigma_aes_backend_supported(SIGMA_AES_AESNI) && cpu_has(7, 0, 2, 9) && cpu_has(7, 0, 1, 5) &&
+        return detect_backend(SIGMA_AES_AESNI) && cpu_has(7, 0, 2, 9) && cpu_has(7, 0, 1, 5) &&
                os_saves(0x6);  // VAES, AVX2, XMM+YMM state
     case SIGMA_AES_VAES512:
-        return sigma_aes_backend_supported(SIGMA_AES_VAES256) && cpu_has(7, 0, 1, 16) && cpu_has(7, 0, 1, 30) &&
+        return detect_backend(SIGMA_AES_VAES256) && cpu_has(7, 0, 1, 16) && cpu_has(7, 0, 1, 30) &&
                os_saves(0xe6);  // AVX-512F, AVX-512BW, opmask+ZMM state
 #endif
     default:
@@ -249,18 +249,24 @@ int sigma_aes_backend_supported(sigma_aes_backend backend) {
     }
 }
 
-sigma_aes_backend sigma_aes_best_backend(void) {
-    static int cached = -1;  // benign race: every thread computes the same value
-    if (cached < 0) {
-        int best = SIGMA_AES_PORTABLE;
-        for (int b = SIGMA_AES_VAES512; b <= SIGMA_AES_PORTABLE; b++)
-            if (sigma_aes_backend_supported((sigma_aes_backend)b)) {
-                best = b;
-                break;
-            }
-        cached = best;
+// CPUID traps to the hypervisor in a virtual machine (microseconds per call), so detection runs once per
+// backend and is cached: -1 unknown, 0 no, 1 yes. Racing threads compute and store the same value.
+static int support_cache[4] = {-1, -1, -1, -1};
+
+int sigma_aes_backend_supported(sigma_aes_backend backend) {
+    if ((unsigned)backend > SIGMA_AES_PORTABLE) return 0;
+    int known = __atomic_load_n(&support_cache[backend], __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = detect_backend(backend);
+        __atomic_store_n(&support_cache[backend], known, __ATOMIC_RELAXED);
     }
-    return (sigma_aes_backend)cached;
+    return known;
+}
+
+sigma_aes_backend sigma_aes_best_backend(void) {
+    for (int b = SIGMA_AES_VAES512; b < SIGMA_AES_PORTABLE; b++)
+        if (sigma_aes_backend_supported((sigma_aes_backend)b)) return (sigma_aes_backend)b;
+    return SIGMA_AES_PORTABLE;
 }
 
 // Falls back to the best supported backend, so a request for an unsupported one never faults.

@@ -133,6 +133,7 @@ public enum DPF {
 ///     levels        (d−1) × N × 16 B, level-major: seed correction, left control-bit correction in bit 0
 ///     leaves        N × 32 B      L_0, L_1 per key
 ///     right bits    (d−1) × ⌈N/8⌉ B, level-major, bit k of a level = right control-bit correction of key k
+///     padding       8 zero bytes per batch, so the kernels may load a whole word at the last right bit
 ///
 /// Body for b ≤ 7: N truth tables of max(1, 2^b / 8) bytes, bit i of table k = the party's share of 1{i = α_k}.
 struct DPFLayout: Equatable, Sendable {
@@ -153,8 +154,10 @@ struct DPFLayout: Equatable, Sendable {
     var leavesOffset: Int { rootsOffset + 16 * count * depth }
     func rightBitOffset(_ level: Int) -> Int { leavesOffset + 32 * count + bitBytes * (level - 1) }
 
+    static let padding = 8
+
     var bodySize: Int {
-        usesTruthTable ? count * tableBytes : count * (16 * depth + 32) + bitBytes * (depth - 1)
+        usesTruthTable ? count * tableBytes : count * (16 * depth + 32) + bitBytes * (depth - 1) + Self.padding
     }
     var totalSize: Int { KeyHeader.size + bodySize }
 
@@ -165,8 +168,8 @@ struct DPFLayout: Equatable, Sendable {
         if layout.usesTruthTable { return try checkedSize(count, layout.tableBytes) }
         let trees = try checkedSize(count, 16 * layout.depth + 32)
         let (total, overflow) = trees.addingReportingOverflow(try checkedSize(layout.bitBytes, layout.depth - 1))
-        guard !overflow else { throw .badParameter("section size overflows") }
-        return total
+        guard !overflow, total < Int.max - padding else { throw .badParameter("section size overflows") }
+        return total + padding
     }
 }
 
@@ -187,7 +190,11 @@ public struct DPFKeys: Sendable {
     /// The size of one key's encoding body for b-bit inputs: 16(b−7) + 32 + ⌈(b−8)/8⌉ bytes for b > 7 (one
     /// byte less than the reference's 16(b−7) + 32 + ⌈(b−7)/8⌉ when b ≡ 0 mod 8, because the last level's
     /// control bits are folded into the leaf words), and max(1, 2^b/8) for b ≤ 7.
-    public static func bytesPerKey(inputBits: Int) -> Int { DPFLayout(inputBits: inputBits, count: 1).bodySize }
+    /// A batch adds a 32-byte header and 8 bytes of padding.
+    public static func bytesPerKey(inputBits: Int) -> Int {
+        let layout = DPFLayout(inputBits: inputBits, count: 1)
+        return layout.usesTruthTable ? layout.bodySize : layout.bodySize - DPFLayout.padding
+    }
 
     init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout) {
         self.encoded = encoded
@@ -272,16 +279,6 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
         (bytes[layout.tablesOffset + k * layout.tableBytes + point / 8] >> UInt8(point % 8)) & 1
     }
 
-    /// Fills `cw2` with the left and right correction blocks of `keys` at `level` (1 ... d−1).
-    func correctionPairs(level: Int, keys: Range<Int>, into cw2: UnsafeMutablePointer<Block>) {
-        let base = layout.levelOffset(level)
-        for (i, k) in keys.enumerated() {
-            let cw = bytes.loadUnaligned(fromByteOffset: base + 16 * k, as: Block.self)
-            cw2[2 * i] = cw
-            cw2[2 * i + 1] = cw.withControlBit(rightBit(level: level, key: k))
-        }
-    }
-
     /// Evaluates `keys` at their points (E per key), writing one share bit per point into `output`.
     func evaluatePaths(
         keys: Range<Int>, pointsPerKey e: Int, points: UnsafeBufferPointer<UInt64>,
@@ -303,25 +300,25 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
         }
         let seeds = UnsafeMutablePointer<Block>.allocate(capacity: m)
         let leaves = UnsafeMutablePointer<Block>.allocate(capacity: m)
-        let cw2 = UnsafeMutablePointer<Block>.allocate(capacity: 2 * keys.count)
-        let acc = UnsafeMutablePointer<UInt8>.allocate(capacity: m)
+        let acc = UnsafeMutablePointer<UInt8>.allocate(capacity: 16 * m)  // a 16-byte slot per point
         defer {
             seeds.deallocate()
             leaves.deallocate()
-            cw2.deallocate()
             acc.deallocate()
         }
-        acc.initialize(repeating: 0, count: m)
+        acc.initialize(repeating: 0, count: 16 * m)
         for j in 0..<m { seeds[j] = root(keys.lowerBound + j / e) }
         let x = points.baseAddress! + first
         let b = layout.inputBits
+        let base = bytes.baseAddress!
         for level in 1..<layout.depth {
-            correctionPairs(level: level, keys: keys, into: cw2)
-            sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), cw2, e, m,
-                                comparison ? acc : nil)
+            let words = base + layout.levelOffset(level) + 16 * keys.lowerBound
+            let rightBits = (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
+            sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), words, rightBits,
+                                keys.lowerBound, e, m, comparison ? acc : nil)
         }
-        let leafWords = bytes.baseAddress! + layout.leavesOffset + 32 * keys.lowerBound
-        sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, leaves, x, 7, leafWords, e, m, nil)
+        let leafWords = base + layout.leavesOffset + 32 * keys.lowerBound
+        sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, leaves, x, 7, leafWords, nil, 0, e, m, nil)
         for j in 0..<m {
             let point = x[j]
             let low = Int(point & 127)
@@ -330,9 +327,9 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
                 output[first + j] = leaf.bit(low)
             } else if (point >> 7) & 1 == 0 {
                 // Right sibling at the leaf level (parent share ⊕ this leaf's parity), plus leaf bits above x.
-                output[first + j] = acc[j] ^ seeds[j].controlBit ^ leaf.parityThrough(low)
+                output[first + j] = acc[16 * j] ^ seeds[j].controlBit ^ leaf.parityThrough(low)
             } else {
-                output[first + j] = acc[j] ^ leaf.parity ^ leaf.parityThrough(low)
+                output[first + j] = acc[16 * j] ^ leaf.parity ^ leaf.parityThrough(low)
             }
         }
     }

@@ -74,13 +74,17 @@ void sigma_crhash_pair(sigma_aes_backend backend, const sigma_prg *prg, unsigned
 /// One level of DPF evaluation along input paths, fused with the seed correction and the comparison
 /// accumulator. For point j (key k = j / points_per_key, direction d = (x[j] >> shift) & 1):
 ///
-///     out[j] = H_d(in[j]) ^ (t(in[j]) ? cw2[2k + d] : 0)           t(b) = lowest bit of block b
-///     acc[j] ^= (d == 0) & (t(in[j]) ^ t(out[j]))   (if acc != NULL and the level is not the leaf level)
+///     out[j] = H_d(in[j]) ^ (t(in[j]) ? C(k, d) : 0)                t(b) = lowest bit of block b
+///     bit 0 of acc[16 j] ^= (d == 0) & (t(in[j]) ^ t(out[j]))      (only if acc != NULL)
 ///
-/// `cw2` holds two correction blocks per key, for the left and the right child. `in` may equal `out`.
+/// With `right_bits == NULL`, `cw` holds two blocks per key and C(k, d) = cw[2k + d] (the leaf level).
+/// Otherwise `cw` holds one block per key with the left control-bit correction in bit 0, and C(k, 1) is that
+/// block with bit 0 replaced by bit (first_key + k) of `right_bits`; that array must be readable for 4 bytes
+/// past its last used byte. `acc` has a 16-byte slot per point (only byte 0 is used, the rest must be zero).
+/// `in` may equal `out`.
 void sigma_dpf_path_step(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
-                         const uint64_t *x, unsigned shift, const void *cw2, size_t points_per_key, size_t count,
-                         uint8_t *acc);
+                         const uint64_t *x, unsigned shift, const void *cw, const uint8_t *right_bits,
+                         size_t first_key, size_t points_per_key, size_t count, uint8_t *acc);
 
 /// One level of full-domain DPF expansion: node j of key k = j / nodes_per_key gives children
 ///
