@@ -207,25 +207,28 @@ void sigma_dpf_path_step(sigma_aes_backend backend, const sigma_prg *prg, const 
 }
 
 void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
-                            const void *cw2, size_t nodes_per_key, size_t count) {
-    const uint8_t *src = (const uint8_t *)in, *cws = (const uint8_t *)cw2;
+                            const void *cw, const uint8_t *right_bits, size_t first_key, size_t nodes_per_key,
+                            size_t count) {
+    const uint8_t *src = (const uint8_t *)in, *cws = (const uint8_t *)cw;
     uint8_t *dst = (uint8_t *)out;
     block s[CHUNK], h[CHUNK];
     size_t key0 = 0, node0 = 0;
     for (size_t done = 0; done < count; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         for (size_t i = 0; i < n; i++) s[i] = sigma_of(load_block(src + 16 * (done + i)));
+        size_t key = key0, node = node0;
         for (unsigned c = 0; c < 2; c++) {
             sigma_internal_ecb(backend, &prg->keys[c], (const uint8_t *)s, (uint8_t *)h, n);
-            size_t key = key0, node = node0;
+            key = key0;
+            node = node0;
             for (size_t i = 0; i < n; i++) {
                 size_t j = done + i;
                 block o = {h[i].lo ^ s[i].lo, h[i].hi ^ s[i].hi};
                 if (cws) {
                     uint64_t mask = 0 - (uint64_t)(src[16 * j] & 1);
-                    block cw = load_block(cws + 16 * (2 * key + c));
-                    o.lo ^= cw.lo & mask;
-                    o.hi ^= cw.hi & mask;
+                    block corr = path_correction(cws, right_bits, first_key, key, c);
+                    o.lo ^= corr.lo & mask;
+                    o.hi ^= corr.hi & mask;
                 }
                 store_block(dst + 16 * (2 * j + c), o);
                 if (++node == nodes_per_key) {
@@ -233,12 +236,63 @@ void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, con
                     key++;
                 }
             }
-            if (c == 1) {
-                key0 = key;
-                node0 = node;
-            }
+        }
+        key0 = key;
+        node0 = node;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static uint64_t bits_dot_avx2(const uint64_t *words, const uint64_t *w, size_t nwords) {
+    const __m256i select = _mm256_set_epi64x(8, 4, 2, 1);
+    __m256i sum0 = _mm256_setzero_si256(), sum1 = _mm256_setzero_si256();
+    for (size_t k = 0; k < nwords; k++) {
+        uint64_t m = words[k];
+        const uint64_t *row = w + 64 * k;
+        for (int q = 0; q < 16; q += 2) {
+            __m256i b0 = _mm256_set1_epi64x((long long)(m >> (4 * q)));
+            __m256i b1 = _mm256_set1_epi64x((long long)(m >> (4 * q + 4)));
+            __m256i m0 = _mm256_cmpeq_epi64(_mm256_and_si256(b0, select), select);
+            __m256i m1 = _mm256_cmpeq_epi64(_mm256_and_si256(b1, select), select);
+            sum0 = _mm256_add_epi64(sum0, _mm256_and_si256(m0, _mm256_loadu_si256((const __m256i *)(row + 4 * q))));
+            sum1 = _mm256_add_epi64(sum1, _mm256_and_si256(m1, _mm256_loadu_si256((const __m256i *)(row + 4 * q + 4))));
         }
     }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_add_epi64(sum0, sum1));
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+static int have_avx2(void) {
+    static int cached = -1;
+    int known = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = __builtin_cpu_supports("avx2") ? 1 : 0;
+        __atomic_store_n(&cached, known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+#endif
+
+uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
+    size_t nwords = nbits / 64;
+    const uint8_t *b = (const uint8_t *)bits;
+#if defined(__x86_64__)
+    if (have_avx2()) {
+        // Leaves are unaligned 128-bit blocks; copy words out only if the pointer is misaligned.
+        if (((uintptr_t)b & 7) == 0) return bits_dot_avx2((const uint64_t *)(const void *)b, w, nwords);
+    }
+#endif
+    uint64_t sum = 0;
+    for (size_t k = 0; k < nwords; k++) {
+        uint64_t m;
+        memcpy(&m, b + 8 * k, 8);
+        while (m) {
+            sum += w[64 * k + (size_t)__builtin_ctzll(m)];
+            m &= m - 1;
+        }
+    }
+    return sum;
 }
 
 int sigma_os_random(void *out, size_t count) {

@@ -9,7 +9,7 @@ internal import CSigmaKernels
 /// left control-bit correction in bit 0) and a right control-bit correction; the last level produces a 128-bit
 /// leaf directly from the parent seed, corrected by one of two leaf words L_0, L_1, and the low 7 bits of x
 /// pick a bit of the leaf. Evaluation costs d half-PRG calls (one AES each). A key for b > 7 takes
-/// 16(b−7) + 32 bytes plus b−8 bits (`DPFKeys.bytesPerKey`); for b ≤ 7 it is a secret-shared truth table of
+/// 16(b−7) + 32 bytes plus b−8 bits (`DPFKeys.encodedSize`); for b ≤ 7 it is a secret-shared truth table of
 /// 2^b bits.
 ///
 /// The same key also gives shares of 1{x < α} (`DPFKeys.lessThan`), on the evaluation path only, after Grotto
@@ -187,13 +187,14 @@ public struct DPFKeys: Sendable {
     /// Number of keys in the batch.
     public var count: Int { layout.count }
 
-    /// The size of one key's encoding body for b-bit inputs: 16(b−7) + 32 + ⌈(b−8)/8⌉ bytes for b > 7 (one
-    /// byte less than the reference's 16(b−7) + 32 + ⌈(b−7)/8⌉ when b ≡ 0 mod 8, because the last level's
-    /// control bits are folded into the leaf words), and max(1, 2^b/8) for b ≤ 7.
-    /// A batch adds a 32-byte header and 8 bytes of padding.
-    public static func bytesPerKey(inputBits: Int) -> Int {
-        let layout = DPFLayout(inputBits: inputBits, count: 1)
-        return layout.usesTruthTable ? layout.bodySize : layout.bodySize - DPFLayout.padding
+    /// The exact size of the encoding of `count` keys with b-bit inputs.
+    ///
+    /// For b > 7 that is a 32-byte header, 8 bytes of padding, and per key 16(b−7) + 32 bytes plus b−8 bits:
+    /// in a batch of 8 or more keys the right control bits of a level pack 8 keys to a byte, so a key costs at
+    /// most 16(b−7) + 32 + ⌈(b−7)/8⌉ bytes, the reference's size (one less level of bits, because the last level's
+    /// control bits are folded into the leaf words). For b ≤ 7 each key is a max(1, 2^b/8)-byte truth table.
+    public static func encodedSize(inputBits: Int, count: Int) -> Int {
+        DPFLayout(inputBits: inputBits, count: count).totalSize
     }
 
     init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout) {

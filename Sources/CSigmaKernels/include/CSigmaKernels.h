@@ -88,11 +88,16 @@ void sigma_dpf_path_step(sigma_aes_backend backend, const sigma_prg *prg, const 
 
 /// One level of full-domain DPF expansion: node j of key k = j / nodes_per_key gives children
 ///
-///     out[2j + c] = H_c(in[j]) ^ (t(in[j]) ? cw2[2k + c] : 0)      c in {0, 1}
+///     out[2j + c] = H_c(in[j]) ^ (t(in[j]) ? C(k, c) : 0)           c in {0, 1}
 ///
-/// `cw2 == NULL` skips the correction. `in` and `out` must not overlap.
+/// with C as in `sigma_dpf_path_step` (`cw == NULL` skips the correction). `in` and `out` must not overlap.
 void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
-                            const void *cw2, size_t nodes_per_key, size_t count);
+                            const void *cw, const uint8_t *right_bits, size_t first_key, size_t nodes_per_key,
+                            size_t count);
+
+/// The inner product of a bit vector with a table: sum of w[i] over the set bits i < nbits of `bits`,
+/// mod 2^64. `nbits` is a multiple of 64.
+uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits);
 
 /// Fills `out` with `count` bytes from the operating system's CSPRNG (getrandom). Returns 0 on success.
 int sigma_os_random(void *out, size_t count);
