@@ -53,8 +53,10 @@ public struct AES128: Sendable {
     }
 
     /// ECB encryption of `source.count / 16` blocks from raw memory; `destination` may alias `source`.
-    public func encrypt(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer,
-                        backend: AESBackend = .best) {
+    public func encrypt(
+        _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer,
+        backend: AESBackend = .best
+    ) {
         precondition(source.count % 16 == 0 && destination.count >= source.count)
         guard source.count > 0 else { return }
         withUnsafePointer(to: schedule) { key in
@@ -63,13 +65,16 @@ public struct AES128: Sendable {
     }
 
     /// The counter-mode keystream AES_k(counter), AES_k(counter + 1), ... written over `destination`.
-    public func keystream(counter: Block, into destination: UnsafeMutableRawBufferPointer,
-                          backend: AESBackend = .best) {
+    public func keystream(
+        counter: Block, into destination: UnsafeMutableRawBufferPointer,
+        backend: AESBackend = .best
+    ) {
         precondition(destination.count % 16 == 0)
         guard destination.count > 0 else { return }
         withUnsafePointer(to: schedule) { key in
-            sigma_aes_ctr_keystream(backend.cValue, key, counter.lo, counter.hi, destination.baseAddress!,
-                                    destination.count / 16)
+            sigma_aes_ctr_keystream(
+                backend.cValue, key, counter.lo, counter.hi, destination.baseAddress!,
+                destination.count / 16)
         }
     }
 }

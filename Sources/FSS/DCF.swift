@@ -24,10 +24,12 @@ public enum DCF {
         let mask = layout.payloadMask
         var bytes0 = [UInt8](repeating: 0, count: layout.totalSize)
         var bytes1 = bytes0
-        KeyHeader.write(kind: DCFLayout.kind, party: .p0, inputBits: inputBits, payloadBits: payloadBits, count: n,
-                        into: &bytes0)
-        KeyHeader.write(kind: DCFLayout.kind, party: .p1, inputBits: inputBits, payloadBits: payloadBits, count: n,
-                        into: &bytes1)
+        KeyHeader.write(
+            kind: DCFLayout.kind, party: .p0, inputBits: inputBits, payloadBits: payloadBits, count: n,
+            into: &bytes0)
+        KeyHeader.write(
+            kind: DCFLayout.kind, party: .p1, inputBits: inputBits, payloadBits: payloadBits, count: n,
+            into: &bytes1)
         var seeds0 = random.blocks(n).map { $0.withControlBit(0) }
         var seeds1 = random.blocks(n).map { $0.withControlBit(1) }
         var valueAlpha = [UInt64](repeating: 0, count: n)
@@ -64,8 +66,9 @@ public enum DCF {
                         let stored = seedCW.withControlBit(tLeft)
                         for out in [out0, out1] {
                             out.storeBytes(of: stored, toByteOffset: layout.seedOffset(level) + 16 * k, as: Block.self)
-                            out.storeBytes(of: valueCW.littleEndian, toByteOffset: layout.valueOffset(level) + 8 * k,
-                                           as: UInt64.self)
+                            out.storeBytes(
+                                of: valueCW.littleEndian, toByteOffset: layout.valueOffset(level) + 8 * k,
+                                as: UInt64.self)
                             if tRight != 0 { out[layout.rightBitOffset(level) + k / 8] |= 1 << UInt8(k % 8) }
                         }
                         let correction = seedCW.withControlBit(a == 0 ? tLeft : tRight)
@@ -75,7 +78,8 @@ public enum DCF {
                 }
                 for k in 0..<n {
                     // CW^(n+1) = (−1)^{t_1} [Convert(s_1) − Convert(s_0) − V_α]
-                    let final = negateIf(seeds1[k].controlBit, convert(seeds1[k]) &- convert(seeds0[k]) &- valueAlpha[k]) & mask
+                    let final =
+                        negateIf(seeds1[k].controlBit, convert(seeds1[k]) &- convert(seeds0[k]) &- valueAlpha[k]) & mask
                     out0.storeBytes(of: final.littleEndian, toByteOffset: layout.finalOffset + 8 * k, as: UInt64.self)
                     out1.storeBytes(of: final.littleEndian, toByteOffset: layout.finalOffset + 8 * k, as: UInt64.self)
                 }
@@ -83,7 +87,10 @@ public enum DCF {
         }
         KeyHeader.seal(&bytes0)
         KeyHeader.seal(&bytes1)
-        return (DCFKeys(unchecked: bytes0, party: .p0, layout: layout), DCFKeys(unchecked: bytes1, party: .p1, layout: layout))
+        return (
+            DCFKeys(unchecked: bytes0, party: .p0, layout: layout),
+            DCFKeys(unchecked: bytes1, party: .p1, layout: layout)
+        )
     }
 
     /// Convert: a block to a payload word. The high half is used because bit 0 of the low half carries t.
@@ -150,8 +157,9 @@ public struct DCFKeys: Sendable {
             try KeyHeader.verify(bytes, bodySize: body)
             return fields
         }
-        self.init(unchecked: encoded, party: fields.party,
-                  layout: DCFLayout(inputBits: fields.inputBits, payloadBits: fields.payloadBits, count: fields.count))
+        self.init(
+            unchecked: encoded, party: fields.party,
+            layout: DCFLayout(inputBits: fields.inputBits, payloadBits: fields.payloadBits, count: fields.count))
     }
 
     /// Shares (mod 2^m) of β_k · 1{x < α_k} at every point; `points[k·E + e]` is evaluated under key k.
@@ -162,7 +170,9 @@ public struct DCFKeys: Sendable {
         let sign = party == .p0
         var result = [UInt64](repeating: 0, count: m)
         encoded.withUnsafeBytes { bytes in
-            var seeds = (0..<m).map { bytes.loadUnaligned(fromByteOffset: layout.rootsOffset + 16 * ($0 / e), as: Block.self) }
+            var seeds = (0..<m).map {
+                bytes.loadUnaligned(fromByteOffset: layout.rootsOffset + 16 * ($0 / e), as: Block.self)
+            }
             var directions = [UInt8](repeating: 0, count: m)
             for level in 1...layout.inputBits {
                 let shift = UInt64(layout.inputBits - level)
@@ -173,8 +183,9 @@ public struct DCFKeys: Sendable {
                     let k = j / e
                     let t = seeds[j].controlBit
                     let stored = bytes.loadUnaligned(fromByteOffset: layout.seedOffset(level) + 16 * k, as: Block.self)
-                    let valueCW = UInt64(littleEndian: bytes.loadUnaligned(
-                        fromByteOffset: layout.valueOffset(level) + 8 * k, as: UInt64.self))
+                    let valueCW = UInt64(
+                        littleEndian: bytes.loadUnaligned(
+                            fromByteOffset: layout.valueOffset(level) + 8 * k, as: UInt64.self))
                     let rightBit = (bytes[layout.rightBitOffset(level) + k / 8] >> UInt8(k % 8)) & 1
                     let correction = directions[j] == 0 ? stored : stored.withControlBit(rightBit)
                     let share = DCF.convert(values[j]) &+ (t == 1 ? valueCW : 0)
@@ -183,8 +194,9 @@ public struct DCFKeys: Sendable {
                 }
             }
             for j in 0..<m {
-                let final = UInt64(littleEndian: bytes.loadUnaligned(
-                    fromByteOffset: layout.finalOffset + 8 * (j / e), as: UInt64.self))
+                let final = UInt64(
+                    littleEndian: bytes.loadUnaligned(
+                        fromByteOffset: layout.finalOffset + 8 * (j / e), as: UInt64.self))
                 let share = DCF.convert(seeds[j]) &+ (seeds[j].controlBit == 1 ? final : 0)
                 result[j] = (sign ? result[j] &+ share : result[j] &- share) & mask
             }

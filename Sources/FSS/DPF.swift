@@ -1,6 +1,5 @@
-import Dispatch
-
 internal import CSigmaKernels
+import Dispatch
 
 /// Distributed point functions with early termination (Boyle, Gilboa, Ishai, CCS 2016) and one-bit output:
 /// keys k_0, k_1 for a point α ∈ [0, 2^b) such that Eval(k_0, x) ⊕ Eval(k_1, x) = 1{x = α}.
@@ -26,10 +25,12 @@ public enum DPF {
         let layout = DPFLayout(inputBits: inputBits, count: alphas.count)
         var bytes0 = [UInt8](repeating: 0, count: layout.totalSize)
         var bytes1 = bytes0
-        KeyHeader.write(kind: DPFLayout.kind, party: .p0, inputBits: inputBits, payloadBits: 1, count: alphas.count,
-                        into: &bytes0)
-        KeyHeader.write(kind: DPFLayout.kind, party: .p1, inputBits: inputBits, payloadBits: 1, count: alphas.count,
-                        into: &bytes1)
+        KeyHeader.write(
+            kind: DPFLayout.kind, party: .p0, inputBits: inputBits, payloadBits: 1, count: alphas.count,
+            into: &bytes0)
+        KeyHeader.write(
+            kind: DPFLayout.kind, party: .p1, inputBits: inputBits, payloadBits: 1, count: alphas.count,
+            into: &bytes1)
         bytes0.withUnsafeMutableBytes { out0 in
             bytes1.withUnsafeMutableBytes { out1 in
                 if layout.usesTruthTable {
@@ -44,7 +45,10 @@ public enum DPF {
         }
         KeyHeader.seal(&bytes0)
         KeyHeader.seal(&bytes1)
-        return (DPFKeys(unchecked: bytes0, party: .p0, layout: layout), DPFKeys(unchecked: bytes1, party: .p1, layout: layout))
+        return (
+            DPFKeys(unchecked: bytes0, party: .p0, layout: layout),
+            DPFKeys(unchecked: bytes1, party: .p1, layout: layout)
+        )
     }
 
     /// Keys generated together; bounds the dealer's scratch memory.
@@ -79,8 +83,10 @@ public enum DPF {
         for i in 0..<keys.count {
             seeds0[i] = seeds0[i].withControlBit(0)
             seeds1[i] = seeds1[i].withControlBit(1)
-            out0.storeBytes(of: seeds0[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
-            out1.storeBytes(of: seeds1[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
+            out0.storeBytes(
+                of: seeds0[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
+            out1.storeBytes(
+                of: seeds1[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
         }
         for level in 1..<layout.depth {
             let (left0, right0) = prg.hashPair(seeds0)
@@ -212,8 +218,9 @@ public struct DPFKeys: Sendable {
             try KeyHeader.verify(bytes, bodySize: body)
             return fields
         }
-        self.init(unchecked: encoded, party: fields.party,
-                  layout: DPFLayout(inputBits: fields.inputBits, count: fields.count))
+        self.init(
+            unchecked: encoded, party: fields.party,
+            layout: DPFLayout(inputBits: fields.inputBits, count: fields.count))
     }
 
     /// Shares of 1{x = α_k}: for `pointsPerKey` = E, `points[k·E + e]` is evaluated under key k.
@@ -251,8 +258,9 @@ public struct DPFKeys: Sendable {
                     parallelFor(chunks, threads: threads) { c in
                         let (view, x, out) = work.value
                         let keys = (c * chunk)..<min((c + 1) * chunk, view.layout.count)
-                        view.evaluatePaths(keys: keys, pointsPerKey: pointsPerKey, points: x, output: out,
-                                           comparison: comparison)
+                        view.evaluatePaths(
+                            keys: keys, pointsPerKey: pointsPerKey, points: x, output: out,
+                            comparison: comparison)
                     }
                 }
             }
@@ -294,7 +302,9 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
                 let k = keys.lowerBound + j / e
                 let x = Int(points[first + j] & layout.domainMask)
                 var bit = comparison ? 0 : tableBit(key: k, point: x)
-                if comparison { for i in stride(from: x + 1, through: lastPoint, by: 1) { bit ^= tableBit(key: k, point: i) } }
+                if comparison {
+                    for i in stride(from: x + 1, through: lastPoint, by: 1) { bit ^= tableBit(key: k, point: i) }
+                }
                 output[first + j] = bit
             }
             return
@@ -315,8 +325,9 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
         for level in 1..<layout.depth {
             let words = base + layout.levelOffset(level) + 16 * keys.lowerBound
             let rightBits = (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
-            sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), words, rightBits,
-                                keys.lowerBound, e, m, comparison ? acc : nil)
+            sigma_dpf_path_step(
+                prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), words, rightBits,
+                keys.lowerBound, e, m, comparison ? acc : nil)
         }
         let leafWords = base + layout.leavesOffset + 32 * keys.lowerBound
         sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, leaves, x, 7, leafWords, nil, 0, e, m, nil)

@@ -52,7 +52,8 @@ extension DPFKeys {
                             let (view, window, countsOut, dotsOut) = work.value
                             let keys = (c * chunk)..<min((c + 1) * chunk, view.layout.count)
                             view.expandLeaves(keys: keys) { k, leaves in
-                                let start = Int((UInt64(domain) &- (offsets[k] & UInt64(domain - 1))) & UInt64(domain - 1))
+                                let start = Int(
+                                    (UInt64(domain) &- (offsets[k] & UInt64(domain - 1))) & UInt64(domain - 1))
                                 let w = window.baseAddress! + start
                                 if view.layout.usesTruthTable {
                                     var count: UInt64 = 0
@@ -115,9 +116,11 @@ extension DPFKeyView {
                 isLeafLevel
                 ? base + layout.leavesOffset + 32 * keys.lowerBound
                 : base + layout.levelOffset(level) + 16 * keys.lowerBound
-            let rightBits = isLeafLevel ? nil : (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
-            sigma_dpf_expand_level(prg.backend.cValue, prg.state, current, next, words, rightBits, keys.lowerBound,
-                                   nodesPerKey, keys.count * nodesPerKey)
+            let rightBits =
+                isLeafLevel ? nil : (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
+            sigma_dpf_expand_level(
+                prg.backend.cValue, prg.state, current, next, words, rightBits, keys.lowerBound,
+                nodesPerKey, keys.count * nodesPerKey)
             swap(&current, &next)
             nodesPerKey *= 2
         }

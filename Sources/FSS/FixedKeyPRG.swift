@@ -72,10 +72,13 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
         return (left, right)
     }
 
-    func hashPair(_ src: UnsafeRawBufferPointer, left: UnsafeMutableRawBufferPointer,
-                  right: UnsafeMutableRawBufferPointer, base: Int) {
+    func hashPair(
+        _ src: UnsafeRawBufferPointer, left: UnsafeMutableRawBufferPointer,
+        right: UnsafeMutableRawBufferPointer, base: Int
+    ) {
         guard src.count > 0 else { return }
-        sigma_crhash_pair(backend.cValue, state, UInt32(base), src.baseAddress!, left.baseAddress!,
-                          right.baseAddress!, src.count / 16)
+        sigma_crhash_pair(
+            backend.cValue, state, UInt32(base), src.baseAddress!, left.baseAddress!,
+            right.baseAddress!, src.count / 16)
     }
 }

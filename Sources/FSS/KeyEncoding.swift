@@ -47,7 +47,9 @@ enum KeyHeader {
     static let magic: [UInt8] = Array("SGFK".utf8)
     static let version: UInt8 = 1
 
-    static func write(kind: UInt8, party: Party, inputBits: Int, payloadBits: Int, count: Int, into bytes: inout [UInt8]) {
+    static func write(
+        kind: UInt8, party: Party, inputBits: Int, payloadBits: Int, count: Int, into bytes: inout [UInt8]
+    ) {
         bytes.replaceSubrange(0..<4, with: magic)
         bytes[4] = version
         bytes[5] = kind

@@ -43,7 +43,9 @@ public struct SecureRandom: ~Copyable {
     public mutating func fill(_ destination: UnsafeMutableRawBufferPointer) {
         let whole = destination.count & ~15
         if whole > 0 {
-            cipher.keystream(counter: Block(lo: counter, hi: 0), into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<whole]))
+            cipher.keystream(
+                counter: Block(lo: counter, hi: 0),
+                into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<whole]))
             counter &+= UInt64(whole / 16)
         }
         if whole < destination.count {

@@ -39,6 +39,12 @@ public enum FSSBenchmark {
             keygenRates.append((String(bits), .number((Double(options.keys) / keygen).rounded())))
             progress("comparison \(bits) bits: \(Int(rate)) evals/s, keygen \(Int(Double(options.keys) / keygen))/s")
         }
+        var lutRates: [(String, JSONValue)] = []
+        for bits in lutBits {
+            let rate = lutEvalsPerSecond(bits: bits, keys: options.lutKeys, random: &random)
+            lutRates.append((String(bits), .number(rate.rounded())))
+            progress("LUT \(bits) bits: \(Int(rate)) full-domain evals/s")
+        }
         let scaling = allCoresScaling(options, random: &random)
         progress("38-bit comparison on \(options.threads) threads: \(scaling.speedup)x one thread")
         let aesPerEval = Double(38 - 7)
@@ -47,6 +53,7 @@ public enum FSSBenchmark {
             ("aes_blocks_per_sec", .number(aesRate.rounded())),
             ("cmp_evals_per_sec", .object(evalRates)),
             ("cmp_keygen_per_sec", .object(keygenRates)),
+            ("lut_evals_per_sec", .object(lutRates)),
             ("aes_efficiency_38", .number((rate38 * aesPerEval / aesRate * 1000).rounded() / 1000)),
             ("cmp_evals_per_sec_one_core_1m", .number(scaling.oneCore.rounded())),
             ("cmp_evals_per_sec_all_cores", .number(scaling.allCores.rounded())),
@@ -69,6 +76,16 @@ public enum FSSBenchmark {
         }
         consume(data)
         return Double(passes * data.count) / best
+    }
+
+    /// Full-domain DPF evaluation with the table inner product (one LUT evaluation per key), one core.
+    static func lutEvalsPerSecond(bits: Int, keys: Int, random: inout SecureRandom) -> Double {
+        let count = bits <= 8 ? keys * 8 : keys
+        let table = random.values(1 << bits, bits: 50)
+        let dpf = DPF.generate(alphas: random.values(count, bits: bits), inputBits: bits, random: &random)
+        let offsets = random.values(count, bits: bits)
+        let best = bestOf(3) { consume(dpf.p0.fullDomainInnerProduct(table: table, offsets: offsets)) }
+        return Double(count) / best
     }
 
     static func allCoresScaling(_ options: Options, random: inout SecureRandom)

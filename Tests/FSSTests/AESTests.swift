@@ -40,8 +40,14 @@ struct AESTests {
     @Test("FIPS-197 known answers", arguments: supportedBackends)
     func fips197(backend: AESBackend) {
         let vectors = [
-            ("000102030405060708090a0b0c0d0e0f", "00112233445566778899aabbccddeeff", "69c4e0d86a7b0430d8cdb78070b4c55a"),
-            ("2b7e151628aed2a6abf7158809cf4f3c", "3243f6a8885a308d313198a2e0370734", "3925841d02dc09fbdc118597196a0b32"),
+            (
+                "000102030405060708090a0b0c0d0e0f", "00112233445566778899aabbccddeeff",
+                "69c4e0d86a7b0430d8cdb78070b4c55a"
+            ),
+            (
+                "2b7e151628aed2a6abf7158809cf4f3c", "3243f6a8885a308d313198a2e0370734",
+                "3925841d02dc09fbdc118597196a0b32"
+            ),
         ]
         for (key, plain, cipher) in vectors {
             let aes = AES128(key: bytes(hex: key))

@@ -15,10 +15,12 @@ struct DPFTests {
             bits <= 7 ? Array(0..<domain) : [0, 1, 127, 128, domain / 2, domain - 1] + random.values(10, bits: bits)
         let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
         let points = alphas.flatMap { _ in Array(0..<domain) }
-        let equal = reconstruct(k0.evaluate(at: points, pointsPerKey: Int(domain)),
-                                k1.evaluate(at: points, pointsPerKey: Int(domain)))
-        let less = reconstruct(k0.lessThan(at: points, pointsPerKey: Int(domain)),
-                               k1.lessThan(at: points, pointsPerKey: Int(domain)))
+        let equal = reconstruct(
+            k0.evaluate(at: points, pointsPerKey: Int(domain)),
+            k1.evaluate(at: points, pointsPerKey: Int(domain)))
+        let less = reconstruct(
+            k0.lessThan(at: points, pointsPerKey: Int(domain)),
+            k1.lessThan(at: points, pointsPerKey: Int(domain)))
         for (k, alpha) in alphas.enumerated() {
             for x in 0..<domain {
                 let j = k * Int(domain) + Int(x)
@@ -83,8 +85,9 @@ struct DPFTests {
             points.withUnsafeBufferPointer { x in
                 out.withUnsafeMutableBufferPointer { o in
                     DPFKeyView(bytes: bytes, party: .p0, layout: k0.layout)
-                        .evaluatePaths(keys: 0..<alphas.count, pointsPerKey: 1, points: x, output: o, comparison: true,
-                                       prg: FixedKeyPRG(backend: backend))
+                        .evaluatePaths(
+                            keys: 0..<alphas.count, pointsPerKey: 1, points: x, output: o, comparison: true,
+                            prg: FixedKeyPRG(backend: backend))
                 }
             }
             return out

@@ -16,7 +16,10 @@ struct FullDomainTests {
         }
         let sum = reconstruct(k0.evaluateFullDomain(), k1.evaluateFullDomain())
         for (k, alpha) in alphas.enumerated() {
-            #expect(sum[(k * domain)..<((k + 1) * domain)].enumerated().allSatisfy { $0.element == ($0.offset == Int(alpha) ? 1 : 0) })
+            #expect(
+                sum[(k * domain)..<((k + 1) * domain)].enumerated().allSatisfy {
+                    $0.element == ($0.offset == Int(alpha) ? 1 : 0)
+                })
         }
     }
 
@@ -50,7 +53,8 @@ struct DCFTests {
         let domain = UInt64(1) << UInt64(bits)
         let alphas = Array(0..<domain)
         let payloads = random.values(alphas.count, bits: 20)
-        let (k0, k1) = DCF.generate(alphas: alphas, payloads: payloads, inputBits: bits, payloadBits: 20, random: &random)
+        let (k0, k1) = DCF.generate(
+            alphas: alphas, payloads: payloads, inputBits: bits, payloadBits: 20, random: &random)
         let points = alphas.flatMap { _ in Array(0..<domain) }
         let y0 = k0.evaluate(at: points, pointsPerKey: Int(domain))
         let y1 = k1.evaluate(at: points, pointsPerKey: Int(domain))
@@ -61,16 +65,21 @@ struct DCFTests {
         }
     }
 
-    @Test("random keys at wide bitwidths and 64-bit payloads", arguments: [(16, 64), (37, 37), (50, 50), (64, 64), (64, 1)])
+    @Test(
+        "random keys at wide bitwidths and 64-bit payloads",
+        arguments: [(16, 64), (37, 37), (50, 50), (64, 64), (64, 1)])
     func wide(bits: Int, payloadBits: Int) {
         var random = SecureRandom(insecureTestSeed: 600 + UInt64(bits))
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
         let payloadMask: UInt64 = payloadBits == 64 ? ~0 : (1 << UInt64(payloadBits)) - 1
         let alphas = random.values(100, bits: bits) + [0, mask]
         let payloads = random.values(alphas.count, bits: payloadBits)
-        let (k0, k1) = DCF.generate(alphas: alphas, payloads: payloads, inputBits: bits, payloadBits: payloadBits,
-                                    random: &random)
-        let points: [UInt64] = alphas.flatMap { (a: UInt64) -> [UInt64] in [a, (a &- 1) & mask, (a &+ 1) & mask, 0, mask] }
+        let (k0, k1) = DCF.generate(
+            alphas: alphas, payloads: payloads, inputBits: bits, payloadBits: payloadBits,
+            random: &random)
+        let points: [UInt64] = alphas.flatMap { (a: UInt64) -> [UInt64] in
+            [a, (a &- 1) & mask, (a &+ 1) & mask, 0, mask]
+        }
         let y0 = k0.evaluate(at: points, pointsPerKey: 5)
         let y1 = k1.evaluate(at: points, pointsPerKey: 5)
         for j in points.indices {
@@ -82,7 +91,9 @@ struct DCFTests {
 
 @Suite("Key encoding")
 struct KeyEncodingTests {
-    @Test("a batch of N b-bit DPF keys takes N(16(b−7) + 32) bytes plus b−8 bits per key", arguments: [1, 3, 4, 7, 8, 9, 16, 17, 38, 64])
+    @Test(
+        "a batch of N b-bit DPF keys takes N(16(b−7) + 32) bytes plus b−8 bits per key",
+        arguments: [1, 3, 4, 7, 8, 9, 16, 17, 38, 64])
     func sizes(bits: Int) {
         for count in [1, 8, 64, 1000] {
             let perKey = 16 * (bits - 7) + 32
@@ -109,7 +120,9 @@ struct KeyEncodingTests {
         let decoded = try DPFKeys(decoding: k1.encoded)
         #expect(decoded.party == .p1 && decoded.inputBits == 20 && decoded.count == 33)
         let points = random.values(33, bits: 20)
-        #expect(reconstruct(k0.lessThan(at: points), decoded.lessThan(at: points)) == zip(points, alphas).map { $0 < $1 ? 1 : 0 })
+        #expect(
+            reconstruct(k0.lessThan(at: points), decoded.lessThan(at: points))
+                == zip(points, alphas).map { $0 < $1 ? 1 : 0 })
         let (d0, _) = DCF.generate(alphas: alphas, payloads: alphas, inputBits: 20, payloadBits: 40, random: &random)
         let dcf = try DCFKeys(decoding: d0.encoded)
         #expect(dcf.party == .p0 && dcf.payloadBits == 40 && dcf.evaluate(at: points) == d0.evaluate(at: points))
@@ -129,7 +142,9 @@ struct KeyEncodingTests {
         for (name, bytes, decode) in encodings {
             #expect(throws: Never.self) { try decode(bytes) }
             for length in 0..<bytes.count {
-                #expect(throws: KeyDecodingError.self, "\(name) cut to \(length)") { try decode(Array(bytes[0..<length])) }
+                #expect(throws: KeyDecodingError.self, "\(name) cut to \(length)") {
+                    try decode(Array(bytes[0..<length]))
+                }
             }
             #expect(throws: KeyDecodingError.trailingBytes(1)) { try decode(bytes + [0]) }
             for position in bytes.indices {
