@@ -79,11 +79,6 @@ static void portable_ecb(const sigma_aes_key *key, const uint8_t *in, uint8_t *o
     for (size_t i = 0; i < count; i++) portable_encrypt_block(key, in + 16 * i, out + 16 * i);
 }
 
-static void portable_ecb_select(const sigma_aes_key *keys, const uint8_t *in, const uint8_t *sel, uint8_t *out,
-                                size_t count) {
-    for (size_t i = 0; i < count; i++) portable_encrypt_block(&keys[sel[i] & 1], in + 16 * i, out + 16 * i);
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // x86 backends.
 
@@ -110,34 +105,6 @@ TARGET_AESNI static void aesni_ecb(const sigma_aes_key *key, const uint8_t *in, 
     }
 }
 
-TARGET_AESNI static void aesni_ecb_select(const sigma_aes_key *keys, const uint8_t *in, const uint8_t *sel,
-                                          uint8_t *out, size_t count) {
-    size_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m128i b[8];
-        const sigma_aes_key *k[8];
-        for (int j = 0; j < 8; j++) {
-            k[j] = &keys[sel[i + j] & 1];
-            b[j] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 16 * (i + j))),
-                                 _mm_loadu_si128((const __m128i *)k[j]->round_keys[0]));
-        }
-        for (int r = 1; r < 10; r++)
-            for (int j = 0; j < 8; j++)
-                b[j] = _mm_aesenc_si128(b[j], _mm_loadu_si128((const __m128i *)k[j]->round_keys[r]));
-        for (int j = 0; j < 8; j++)
-            _mm_storeu_si128((__m128i *)(out + 16 * (i + j)),
-                             _mm_aesenclast_si128(b[j], _mm_loadu_si128((const __m128i *)k[j]->round_keys[10])));
-    }
-    for (; i < count; i++) {
-        const sigma_aes_key *k = &keys[sel[i] & 1];
-        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 16 * i)),
-                                  _mm_loadu_si128((const __m128i *)k->round_keys[0]));
-        for (int r = 1; r < 10; r++) b = _mm_aesenc_si128(b, _mm_loadu_si128((const __m128i *)k->round_keys[r]));
-        _mm_storeu_si128((__m128i *)(out + 16 * i),
-                         _mm_aesenclast_si128(b, _mm_loadu_si128((const __m128i *)k->round_keys[10])));
-    }
-}
-
 TARGET_VAES256 static void vaes256_ecb(const sigma_aes_key *key, const uint8_t *in, uint8_t *out, size_t count) {
     __m256i rk[11];
     for (int r = 0; r < 11; r++)
@@ -155,27 +122,6 @@ TARGET_VAES256 static void vaes256_ecb(const sigma_aes_key *key, const uint8_t *
     if (i < count) aesni_ecb(key, in + 16 * i, out + 16 * i, count - i);
 }
 
-TARGET_VAES256 static void vaes256_ecb_select(const sigma_prg_lanes *lanes, const sigma_aes_key *keys,
-                                              const uint8_t *in, const uint8_t *sel, uint8_t *out, size_t count) {
-    size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        __m256i b[8];
-        const uint8_t(*k[8])[32];
-        for (int j = 0; j < 8; j++) {
-            k[j] = lanes->lanes2[(sel[i + 2 * j] & 1) | ((sel[i + 2 * j + 1] & 1) << 1)];
-            b[j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(in + 16 * (i + 2 * j))),
-                                    _mm256_loadu_si256((const __m256i *)k[j][0]));
-        }
-        for (int r = 1; r < 10; r++)
-            for (int j = 0; j < 8; j++)
-                b[j] = _mm256_aesenc_epi128(b[j], _mm256_loadu_si256((const __m256i *)k[j][r]));
-        for (int j = 0; j < 8; j++)
-            _mm256_storeu_si256((__m256i *)(out + 16 * (i + 2 * j)),
-                                _mm256_aesenclast_epi128(b[j], _mm256_loadu_si256((const __m256i *)k[j][10])));
-    }
-    if (i < count) aesni_ecb_select(keys, in + 16 * i, sel + i, out + 16 * i, count - i);
-}
-
 TARGET_VAES512 static void vaes512_ecb(const sigma_aes_key *key, const uint8_t *in, uint8_t *out, size_t count) {
     __m512i rk[11];
     for (int r = 0; r < 11; r++)
@@ -191,28 +137,6 @@ TARGET_VAES512 static void vaes512_ecb(const sigma_aes_key *key, const uint8_t *
             _mm512_storeu_si512((void *)(out + 16 * (i + 4 * j)), _mm512_aesenclast_epi128(b[j], rk[10]));
     }
     if (i < count) aesni_ecb(key, in + 16 * i, out + 16 * i, count - i);
-}
-
-TARGET_VAES512 static void vaes512_ecb_select(const sigma_prg_lanes *lanes, const sigma_aes_key *keys,
-                                              const uint8_t *in, const uint8_t *sel, uint8_t *out, size_t count) {
-    size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        __m512i b[4];
-        const uint8_t(*k[4])[64];
-        for (int j = 0; j < 4; j++) {
-            const uint8_t *s = sel + i + 4 * j;
-            k[j] = lanes->lanes4[(s[0] & 1) | ((s[1] & 1) << 1) | ((s[2] & 1) << 2) | ((s[3] & 1) << 3)];
-            b[j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(in + 16 * (i + 4 * j))),
-                                    _mm512_loadu_si512((const void *)k[j][0]));
-        }
-        for (int r = 1; r < 10; r++)
-            for (int j = 0; j < 4; j++)
-                b[j] = _mm512_aesenc_epi128(b[j], _mm512_loadu_si512((const void *)k[j][r]));
-        for (int j = 0; j < 4; j++)
-            _mm512_storeu_si512((void *)(out + 16 * (i + 4 * j)),
-                                _mm512_aesenclast_epi128(b[j], _mm512_loadu_si512((const void *)k[j][10])));
-    }
-    if (i < count) aesni_ecb_select(keys, in + 16 * i, sel + i, out + 16 * i, count - i);
 }
 
 static int cpu_has(unsigned leaf, unsigned subleaf, int reg, unsigned bit) {
@@ -290,28 +214,6 @@ void sigma_internal_ecb(sigma_aes_backend backend, const sigma_aes_key *key, con
 #endif
     default:
         portable_ecb(key, in, out, count);
-    }
-}
-
-void sigma_internal_ecb_select(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const uint8_t *in,
-                               const uint8_t *sel, uint8_t *out, size_t count) {
-    const sigma_aes_key *keys = &prg->keys[k0];
-    const sigma_prg_lanes *lanes = &prg->lanes[k0 / 2];
-    switch (usable(backend)) {
-#ifdef SIGMA_X86
-    case SIGMA_AES_VAES512:
-        vaes512_ecb_select(lanes, keys, in, sel, out, count);
-        return;
-    case SIGMA_AES_VAES256:
-        vaes256_ecb_select(lanes, keys, in, sel, out, count);
-        return;
-    case SIGMA_AES_AESNI:
-        aesni_ecb_select(keys, in, sel, out, count);
-        return;
-#endif
-    default:
-        (void)lanes;
-        portable_ecb_select(keys, in, sel, out, count);
     }
 }
 

@@ -6,7 +6,5 @@
 
 void sigma_internal_ecb(sigma_aes_backend backend, const sigma_aes_key *key, const uint8_t *in, uint8_t *out,
                         size_t count);
-void sigma_internal_ecb_select(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const uint8_t *in,
-                               const uint8_t *sel, uint8_t *out, size_t count);
 
 #endif

@@ -104,8 +104,8 @@ public enum DPF {
                 let cwOffset = layout.levelOffset(level) + 16 * k
                 out0.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
                 out1.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
-                if tRight != 0 {
-                    let bit = layout.rightBitOffset(level) + k / 8
+                if tRight != tLeft {
+                    let bit = layout.deltaOffset(level) + k / 8
                     out0[bit] |= 1 << UInt8(k % 8)
                     out1[bit] |= 1 << UInt8(k % 8)
                 }
@@ -136,9 +136,10 @@ public enum DPF {
 /// Body for b > 7 (d = b − 7, N keys), structure-of-arrays:
 ///
 ///     roots         N × 16 B      the party's root seed, control bit in bit 0
-///     levels        (d−1) × N × 16 B, level-major: seed correction, left control-bit correction in bit 0
+///     levels        (d−1) × N × 16 B, level-major: seed correction, left control-bit correction t_L in bit 0
 ///     leaves        N × 32 B      L_0, L_1 per key
-///     right bits    (d−1) × ⌈N/8⌉ B, level-major, bit k of a level = right control-bit correction of key k
+///     deltas        (d−1) × ⌈N/8⌉ B, level-major, bit k of a level = t_R ⊕ t_L of key k (so the right child's
+///                   correction is the stored word with bit 0 flipped by one masked XOR)
 ///     padding       8 zero bytes per batch, so the kernels may load a whole word at the last right bit
 ///
 /// Body for b ≤ 7: N truth tables of max(1, 2^b / 8) bytes, bit i of table k = the party's share of 1{i = α_k}.
@@ -158,7 +159,7 @@ struct DPFLayout: Equatable, Sendable {
     var rootsOffset: Int { KeyHeader.size }
     func levelOffset(_ level: Int) -> Int { rootsOffset + 16 * count + 16 * count * (level - 1) }
     var leavesOffset: Int { rootsOffset + 16 * count * depth }
-    func rightBitOffset(_ level: Int) -> Int { leavesOffset + 32 * count + bitBytes * (level - 1) }
+    func deltaOffset(_ level: Int) -> Int { leavesOffset + 32 * count + bitBytes * (level - 1) }
 
     static let padding = 8
 
@@ -280,10 +281,6 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
 
     func root(_ k: Int) -> Block { bytes.loadUnaligned(fromByteOffset: layout.rootsOffset + 16 * k, as: Block.self) }
 
-    func rightBit(level: Int, key k: Int) -> UInt8 {
-        (bytes[layout.rightBitOffset(level) + k / 8] >> UInt8(k % 8)) & 1
-    }
-
     func tableBit(key k: Int, point: Int) -> UInt8 {
         (bytes[layout.tablesOffset + k * layout.tableBytes + point / 8] >> UInt8(point % 8)) & 1
     }
@@ -309,40 +306,12 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
             }
             return
         }
-        let seeds = UnsafeMutablePointer<Block>.allocate(capacity: m)
-        let leaves = UnsafeMutablePointer<Block>.allocate(capacity: m)
-        let acc = UnsafeMutablePointer<UInt8>.allocate(capacity: 16 * m)  // a 16-byte slot per point
-        defer {
-            seeds.deallocate()
-            leaves.deallocate()
-            acc.deallocate()
-        }
-        acc.initialize(repeating: 0, count: 16 * m)
-        for j in 0..<m { seeds[j] = root(keys.lowerBound + j / e) }
-        let x = points.baseAddress! + first
-        let b = layout.inputBits
         let base = bytes.baseAddress!
-        for level in 1..<layout.depth {
-            let words = base + layout.levelOffset(level) + 16 * keys.lowerBound
-            let rightBits = (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
-            sigma_dpf_path_step(
-                prg.backend.cValue, prg.state, seeds, seeds, x, UInt32(b - level), words, rightBits,
-                keys.lowerBound, e, m, comparison ? acc : nil)
-        }
-        let leafWords = base + layout.leavesOffset + 32 * keys.lowerBound
-        sigma_dpf_path_step(prg.backend.cValue, prg.state, seeds, leaves, x, 7, leafWords, nil, 0, e, m, nil)
-        for j in 0..<m {
-            let point = x[j]
-            let low = Int(point & 127)
-            let leaf = leaves[j]
-            if !comparison {
-                output[first + j] = leaf.bit(low)
-            } else if (point >> 7) & 1 == 0 {
-                // Right sibling at the leaf level (parent share ⊕ this leaf's parity), plus leaf bits above x.
-                output[first + j] = acc[16 * j] ^ seeds[j].controlBit ^ leaf.parityThrough(low)
-            } else {
-                output[first + j] = acc[16 * j] ^ leaf.parity ^ leaf.parityThrough(low)
-            }
-        }
+        var keyFields = sigma_dpf_keys(
+            roots: base + layout.rootsOffset, levels: base + layout.levelOffset(1), level_stride: 16 * layout.count,
+            deltas: (base + layout.deltaOffset(1)).assumingMemoryBound(to: UInt8.self),
+            delta_stride: layout.bitBytes, leaves: base + layout.leavesOffset, input_bits: UInt32(layout.inputBits))
+        sigma_dpf_eval(prg.backend.cValue, prg.state, &keyFields, points.baseAddress! + first, keys.lowerBound, e, m,
+                       comparison ? 1 : 0, output.baseAddress! + first)
     }
 }

@@ -117,7 +117,7 @@ extension DPFKeyView {
                 ? base + layout.leavesOffset + 32 * keys.lowerBound
                 : base + layout.levelOffset(level) + 16 * keys.lowerBound
             let rightBits =
-                isLeafLevel ? nil : (base + layout.rightBitOffset(level)).assumingMemoryBound(to: UInt8.self)
+                isLeafLevel ? nil : (base + layout.deltaOffset(level)).assumingMemoryBound(to: UInt8.self)
             sigma_dpf_expand_level(
                 prg.backend.cValue, prg.state, current, next, words, rightBits, keys.lowerBound,
                 nodesPerKey, keys.count * nodesPerKey)

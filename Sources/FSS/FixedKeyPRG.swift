@@ -1,18 +1,20 @@
 internal import CSigmaKernels
 
 /// The length-doubling PRG of every DPF and DCF tree: the fixed-key correlation-robust hash of Guo, Katz, Wang
-/// and Yu (S&P 2020),
+/// and Yu (S&P 2020) with a public tweak per output,
 ///
-///     H_j(x) = π_j(σ(x)) ⊕ σ(x),    σ(x_hi ‖ x_lo) = (x_hi ⊕ x_lo) ‖ x_hi,
+///     H(x) = π(σ(x)) ⊕ σ(x),   σ(x_hi ‖ x_lo) = (x_hi ⊕ x_lo) ‖ x_hi,   G_c(s) = H(s ⊕ τ_c),
 ///
-/// with π_j AES-128 under a fixed public key k_j. G(s) = (H_0(s), H_1(s)) doubles a seed; H_2 and H_3 give a DCF
-/// node's two payload values. Evaluating one child is one AES call.
+/// with π AES-128 under one fixed public key and τ_0 = 0, τ_1, τ_2, τ_3 distinct constants. G_0, G_1 double a
+/// seed; G_2, G_3 give a DCF node's two payload values. One output costs one AES call.
 ///
-/// Assumption: with each π_j modelled as an independent random permutation, H_j is circular correlation robust,
-/// so its outputs on seeds of ≥ 127 bits of min-entropy are pseudorandom and independent across j. This
-/// replaces the reference code's per-node AES re-keying (one key expansion per tree node).
+/// Assumption: with π modelled as a random permutation, H is circular correlation robust, so H(s ⊕ τ_c) for a
+/// secret uniform seed s (≥ 127 bits of min-entropy) and distinct public τ_c are jointly pseudorandom. This
+/// replaces the reference code's per-node AES re-keying; a tweak rather than a key per half lets every block
+/// share one key schedule, which the vector kernels keep in registers.
 ///
-/// The keys are nothing-up-my-sleeve constants: the first 64 bytes of the fractional part of π in hexadecimal.
+/// The key and tweaks are nothing-up-my-sleeve constants: the key is the first 16 bytes of the fractional part
+/// of π in hexadecimal, τ_c = c.
 public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; C reads it concurrently
     let state: UnsafeMutablePointer<sigma_prg>
     public let backend: AESBackend
@@ -20,10 +22,10 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
     /// The PRG shared by all keys and all parties.
     public static let shared = FixedKeyPRG(backend: .best)
 
-    static let fixedKeys: [UInt8] = {
-        let hex =
-            "243F6A8885A308D313198A2E03707344A4093822299F31D0082EFA98EC4E6C89"
-            + "452821E638D01377BE5466CF34E90C6CC0AC29B7C97C50DD3F84D5B5B5470917"
+    static let tweaks: [UInt8] = (0..<4).flatMap { c in [UInt8(c)] + [UInt8](repeating: 0, count: 15) }
+
+    static let fixedKey: [UInt8] = {
+        let hex = "243F6A8885A308D313198A2E03707344"
         var bytes: [UInt8] = []
         var index = hex.startIndex
         while index < hex.endIndex {
@@ -38,12 +40,14 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
     public init(backend: AESBackend) {
         self.backend = backend
         state = .allocate(capacity: 1)
-        Self.fixedKeys.withUnsafeBytes { sigma_prg_init(state, $0.baseAddress!) }
+        Self.fixedKey.withUnsafeBytes { key in
+            Self.tweaks.withUnsafeBytes { sigma_prg_init(state, key.baseAddress!, $0.baseAddress!) }
+        }
     }
 
     deinit { state.deallocate() }
 
-    /// out[i] = H_{base + select[i]}(input[i]); `base` is 0 (seed children) or 2 (DCF values).
+    /// out[i] = G_{base + select[i]}(input[i]); `base` is 0 (seed children) or 2 (DCF values).
     public func hash(_ input: [Block], select: [UInt8], base: Int = 0) -> [Block] {
         precondition(input.count == select.count && (base == 0 || base == 2))
         var output = [Block](repeating: .zero, count: input.count)
@@ -58,7 +62,7 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
         return output
     }
 
-    /// Both halves (H_base(x), H_base+1(x)) of every input block.
+    /// Both halves (G_base(x), G_base+1(x)) of every input block.
     public func hashPair(_ input: [Block], base: Int = 0) -> (left: [Block], right: [Block]) {
         var left = [Block](repeating: .zero, count: input.count)
         var right = left

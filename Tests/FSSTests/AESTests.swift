@@ -95,10 +95,11 @@ struct AESTests {
 
 @Suite("Fixed-key hash PRG")
 struct PRGTests {
-    /// H_j(x) = AES_{k_j}(σ(x)) ⊕ σ(x), σ(hi, lo) = (hi ⊕ lo, hi), from its definition.
-    func reference(_ x: Block, key j: Int) -> Block {
-        let aes = AES128(key: Array(FixedKeyPRG.fixedKeys[(16 * j)..<(16 * j + 16)]))
-        let s = Block(lo: x.hi, hi: x.hi ^ x.lo)
+    /// G_c(x) = H(x ⊕ τ_c), H(x) = AES_k(σ(x)) ⊕ σ(x), σ(hi, lo) = (hi ⊕ lo, hi), τ_c = c, from the definition.
+    func reference(_ x: Block, key c: Int) -> Block {
+        let aes = AES128(key: FixedKeyPRG.fixedKey)
+        let tweaked = x ^ Block(lo: UInt64(c), hi: 0)
+        let s = Block(lo: tweaked.hi, hi: tweaked.hi ^ tweaked.lo)
         return aes.encrypt([s], backend: .portable)[0] ^ s
     }
 

@@ -28,19 +28,11 @@ typedef struct {
     uint8_t round_keys[11][16];
 } sigma_aes_key;
 
-/// Per-lane round-key tables for one pair of keys {a, b}: for every combination of key choices across the
-/// 128-bit lanes of a vector register, the round keys laid out lane by lane, so one
-/// `vaesenc reg, reg, [table]` applies a different key to each lane at no extra cost.
+/// The fixed-key correlation-robust hash H(x) = AES_k(sigma(x)) ^ sigma(x) (Guo et al., S&P 2020) with its
+/// tweaks: G_c(s) = H(s ^ tau_c). G_0, G_1 make a seed's two children; G_2, G_3 a DCF node's two values.
 typedef struct {
-    uint8_t lanes2[4][11][32];   ///< ymm: 2 lanes, 4 combinations
-    uint8_t lanes4[16][11][64];  ///< zmm: 4 lanes, 16 combinations
-} sigma_prg_lanes;
-
-/// The fixed-key correlation-robust hashes H_0 ... H_3 used as the length-doubling PRG of DPF and DCF trees
-/// (see `sigma_crhash_select`): H_0, H_1 make a seed's two children, H_2, H_3 a DCF node's two values.
-typedef struct {
-    sigma_aes_key keys[4];
-    sigma_prg_lanes lanes[2];  ///< lanes[0] for {H_0, H_1}, lanes[1] for {H_2, H_3}
+    sigma_aes_key key;
+    uint64_t sigma_tweaks[4][2];  ///< sigma(tau_c) as (lo, hi), so H(s ^ tau_c) = AES(y) ^ y with y = sigma(s) ^ it
 } sigma_prg;
 
 /// Whether `backend` can run on this CPU (and under this emulator: valgrind reports no AVX-512/VAES).
@@ -58,41 +50,47 @@ void sigma_aes_ecb(sigma_aes_backend backend, const sigma_aes_key *key, const vo
 void sigma_aes_ctr_keystream(sigma_aes_backend backend, const sigma_aes_key *key, uint64_t counter_lo,
                              uint64_t counter_hi, void *out, size_t count);
 
-/// Builds the PRG from four 16-byte keys (H_0, H_1 for seeds; H_2, H_3 for DCF values).
-void sigma_prg_init(sigma_prg *prg, const void *keys64);
+/// Builds the PRG from a 16-byte fixed key and four 16-byte tweaks tau_0 ... tau_3 (tau_0 should be zero).
+void sigma_prg_init(sigma_prg *prg, const void *key16, const void *tweaks64);
 
-/// out[i] = H_{k0 + sel[i]}(in[i]) with H_j(x) = AES_{k_j}(sigma(x)) ^ sigma(x) and
-/// sigma(hi, lo) = (hi ^ lo, hi), the Guo et al. (S&P 2020) fixed-key construction. `k0` is 0 or 2,
-/// `sel[i]` is 0 or 1. `in` may equal `out`.
+/// out[i] = G_{k0 + sel[i]}(in[i]) = H(in[i] ^ tau_{k0 + sel[i]}) with H(x) = AES_k(sigma(x)) ^ sigma(x) and
+/// sigma(hi, lo) = (hi ^ lo, hi). `k0` is 0 or 2, `sel[i]` is 0 or 1. `in` may equal `out`.
 void sigma_crhash_select(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const void *in,
                          const uint8_t *sel, void *out, size_t count);
 
-/// out0[i] = H_{k0}(in[i]), out1[i] = H_{k0+1}(in[i]): both halves of the length-doubling PRG.
+/// out0[i] = G_{k0}(in[i]), out1[i] = G_{k0+1}(in[i]): both halves of the length-doubling PRG.
 void sigma_crhash_pair(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const void *in,
                        void *out0, void *out1, size_t count);
 
-/// One level of DPF evaluation along input paths, fused with the seed correction and the comparison
-/// accumulator. For point j (key k = j / points_per_key, direction d = (x[j] >> shift) & 1):
-///
-///     out[j] = H_d(in[j]) ^ (t(in[j]) ? C(k, d) : 0)                t(b) = lowest bit of block b
-///     bit 0 of acc[16 j] ^= (d == 0) & (t(in[j]) ^ t(out[j]))      (only if acc != NULL)
-///
-/// With `right_bits == NULL`, `cw` holds two blocks per key and C(k, d) = cw[2k + d] (the leaf level).
-/// Otherwise `cw` holds one block per key with the left control-bit correction in bit 0, and C(k, 1) is that
-/// block with bit 0 replaced by bit (first_key + k) of `right_bits`; that array must be readable for 4 bytes
-/// past its last used byte. `acc` has a 16-byte slot per point (only byte 0 is used, the rest must be zero).
-/// `in` may equal `out`.
-void sigma_dpf_path_step(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
-                         const uint64_t *x, unsigned shift, const void *cw, const uint8_t *right_bits,
-                         size_t first_key, size_t points_per_key, size_t count, uint8_t *acc);
+/// Where one party's DPF key batch (b > 7, d = b − 7 levels) keeps its fields; see the Swift `DPFLayout`.
+typedef struct {
+    const void *roots;        ///< key k's root seed at roots + 16k (control bit in bit 0)
+    const void *levels;       ///< level i (1 ... d−1), key k at levels + (i−1)·level_stride + 16k: seed
+                              ///< correction with the left control-bit correction t_L in bit 0
+    size_t level_stride;
+    const uint8_t *deltas;    ///< level i, bit k of deltas + (i−1)·delta_stride: t_R ⊕ t_L for key k; readable
+                              ///< for 4 bytes past the last used byte
+    size_t delta_stride;
+    const void *leaves;       ///< key k's leaf corrections L_0, L_1 at leaves + 32k
+    unsigned input_bits;      ///< b, 8 ... 64
+} sigma_dpf_keys;
+
+/// Evaluates DPF keys along the paths of `count` points: point j uses key first_key + j / points_per_key.
+/// With `comparison == 0`, out[j] is the party's share of 1{x[j] = α}; otherwise of 1{x[j] < α}
+/// (x[j] taken mod 2^b). Each level's seed is H_d(s) ^ t(s)·C(k, d), where C(k, 0) is the stored level word
+/// and C(k, 1) the same with bit 0 flipped by delta; the last level's is the leaf block. H_d is G_d.
+void sigma_dpf_eval(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys, const uint64_t *x,
+                    size_t first_key, size_t points_per_key, size_t count, int comparison, uint8_t *out);
 
 /// One level of full-domain DPF expansion: node j of key k = j / nodes_per_key gives children
 ///
 ///     out[2j + c] = H_c(in[j]) ^ (t(in[j]) ? C(k, c) : 0)           c in {0, 1}
 ///
-/// with C as in `sigma_dpf_path_step` (`cw == NULL` skips the correction). `in` and `out` must not overlap.
+/// where, with `deltas == NULL`, `cw` holds two blocks per key and C(k, c) = cw[2k + c] (the leaf level);
+/// otherwise `cw` holds one block per key with t_L in bit 0, and C(k, 1) is that block with bit 0 flipped by
+/// bit (first_key + k) of `deltas`. `cw == NULL` skips the correction. `in` and `out` must not overlap.
 void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
-                            const void *cw, const uint8_t *right_bits, size_t first_key, size_t nodes_per_key,
+                            const void *cw, const uint8_t *deltas, size_t first_key, size_t nodes_per_key,
                             size_t count);
 
 /// The inner product of a bit vector with a table: sum of w[i] over the set bits i < nbits of `bits`,
