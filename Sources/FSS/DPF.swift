@@ -311,7 +311,8 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
             roots: base + layout.rootsOffset, levels: base + layout.levelOffset(1), level_stride: 16 * layout.count,
             deltas: (base + layout.deltaOffset(1)).assumingMemoryBound(to: UInt8.self),
             delta_stride: layout.bitBytes, leaves: base + layout.leavesOffset, input_bits: UInt32(layout.inputBits))
-        sigma_dpf_eval(prg.backend.cValue, prg.state, &keyFields, points.baseAddress! + first, keys.lowerBound, e, m,
-                       comparison ? 1 : 0, output.baseAddress! + first)
+        sigma_dpf_eval(
+            prg.backend.cValue, prg.state, &keyFields, points.baseAddress! + first, keys.lowerBound, e, m,
+            comparison ? 1 : 0, output.baseAddress! + first)
     }
 }
