@@ -1,0 +1,269 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What two parties state before any secret-dependent traffic; a mismatch refuses the connection.
+public struct Handshake: Equatable, Sendable {
+    /// The wire protocol's version.
+    public static let protocolVersion: UInt16 = 1
+
+    public enum Role: UInt8, Sendable {
+        case server = 0
+        case client = 1
+    }
+
+    public var role: Role
+    /// A hash naming the model (architecture, shapes, bitwidths): both parties must run the same one.
+    public var modelFingerprint: [UInt8]
+    /// The dealer's key session: both parties must hold keys from the same dealer run.
+    public var sessionID: [UInt8]
+    public var version: UInt16 = Handshake.protocolVersion
+
+    public init(role: Role, modelFingerprint: [UInt8], sessionID: [UInt8]) {
+        self.role = role
+        self.modelFingerprint = modelFingerprint
+        self.sessionID = sessionID
+    }
+
+    static let magic: [UInt8] = Array("SIGMA-HELLO".utf8)
+
+    var encoded: [UInt8] {
+        var bytes = Self.magic
+        bytes += [UInt8(version & 0xFF), UInt8(version >> 8), role.rawValue]
+        bytes.append(UInt8(modelFingerprint.count))
+        bytes += modelFingerprint
+        bytes.append(UInt8(sessionID.count))
+        bytes += sessionID
+        return bytes
+    }
+
+    /// Checks the peer's hello against ours: the same version, model and session, and the other role.
+    func check(peer bytes: [UInt8]) throws(TransportError) {
+        var rest = bytes[...]
+        func take(_ n: Int) throws(TransportError) -> ArraySlice<UInt8> {
+            guard rest.count >= n else { throw .handshakeMismatch("malformed hello") }
+            defer { rest = rest.dropFirst(n) }
+            return rest.prefix(n)
+        }
+        guard Array(try take(Self.magic.count)) == Self.magic else {
+            throw .handshakeMismatch("the peer does not speak the Sigma protocol")
+        }
+        let v = try take(2)
+        let peerVersion = UInt16(v[v.startIndex]) | UInt16(v[v.startIndex + 1]) << 8
+        guard peerVersion == version else {
+            throw .handshakeMismatch("protocol version \(peerVersion), expected \(version)")
+        }
+        let peerRole = try take(1).first!
+        guard peerRole != role.rawValue, Role(rawValue: peerRole) != nil else {
+            throw .handshakeMismatch(
+                "the peer has the same role (\(role)); one side must be the server, one the client")
+        }
+        let fingerprint = Array(try take(Int(try take(1).first!)))
+        guard fingerprint == modelFingerprint else { throw .handshakeMismatch("the peer runs a different model") }
+        let session = Array(try take(Int(try take(1).first!)))
+        guard session == sessionID else {
+            throw .handshakeMismatch("the peer holds keys from another dealer session")
+        }
+        guard rest.isEmpty else { throw .handshakeMismatch("malformed hello") }
+    }
+}
+
+/// A channel over TCP: length-prefixed frames on a POSIX socket, TCP_NODELAY, no SIGPIPE, a receive timeout,
+/// and a dedicated sender thread so both directions of a round proceed at once.
+public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded by `lock`; the socket by roles
+    /// The largest frame a peer may announce; larger ones are refused before allocating.
+    public let frameLimit: Int
+    public let timeout: Double
+    private let socket: Socket
+    private let sender: SenderThread
+    private let lock = NSLock()
+    private var counters = ChannelStatistics()
+
+    init(socket: Socket, timeout: Double, frameLimit: Int) {
+        self.socket = socket
+        self.timeout = timeout
+        self.frameLimit = frameLimit
+        sender = SenderThread(socket: socket)
+    }
+
+    deinit {
+        sender.stop()
+        socket.close()
+    }
+
+    /// Listens on `host:port`, accepts one peer within `timeout` seconds, and runs the handshake.
+    public static func accept(
+        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, timeout: Double = 60,
+        frameLimit: Int = 1 << 32
+    ) throws(TransportError) -> TCPChannel {
+        let listener = try TCPListener(host: host, port: port)
+        return try listener.accept(handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+    }
+
+    /// Connects to `host:port`, retrying until `timeout` while the peer is not yet listening, and runs the
+    /// handshake.
+    public static func connect(
+        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, timeout: Double = 60,
+        frameLimit: Int = 1 << 32
+    ) throws(TransportError) -> TCPChannel {
+        let socket = try Socket.connect(host: host, port: port, timeout: timeout)
+        return try open(socket, handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+    }
+
+    static func open(_ socket: Socket, handshake: Handshake, timeout: Double, frameLimit: Int)
+        throws(TransportError) -> TCPChannel
+    {
+        try socket.configure(timeout: timeout)
+        let channel = TCPChannel(socket: socket, timeout: timeout, frameLimit: frameLimit)
+        let peer = try channel.exchangeFrames(handshake.encoded, limit: 1024)
+        do {
+            try handshake.check(peer: peer)
+        } catch {
+            channel.close()
+            throw error
+        }
+        channel.lock.withLock { channel.counters = ChannelStatistics() }  // the handshake is not protocol traffic
+        return channel
+    }
+
+    public var statistics: ChannelStatistics { lock.withLock { counters } }
+
+    public func exchange(_ message: [UInt8]) throws(TransportError) -> [UInt8] {
+        let received = try exchangeFrames(message, limit: frameLimit)
+        lock.withLock { counters.rounds += 1 }
+        return received
+    }
+
+    public func send(_ message: [UInt8]) throws(TransportError) {
+        try socket.sendFrame(message)
+        lock.withLock {
+            counters.bytesSent += message.count
+            counters.rounds += 1
+        }
+    }
+
+    public func receive() throws(TransportError) -> [UInt8] {
+        let message = try socket.receiveFrame(limit: frameLimit, timeout: timeout)
+        lock.withLock {
+            counters.bytesReceived += message.count
+            counters.rounds += 1
+        }
+        return message
+    }
+
+    public func close() {
+        sender.stop()
+        socket.shutdown()
+    }
+
+    /// Writes raw bytes, bypassing framing: lets tests play a hostile peer.
+    func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try socket.sendRaw(bytes) }
+
+    private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
+        let pending = sender.start(message)
+        let received: [UInt8]
+        do {
+            received = try socket.receiveFrame(limit: limit, timeout: timeout)
+        } catch {
+            _ = pending.wait()
+            throw error
+        }
+        if let error = pending.wait() { throw error }
+        lock.withLock {
+            counters.bytesSent += message.count
+            counters.bytesReceived += received.count
+        }
+        return received
+    }
+}
+
+/// The thread that writes this side's message of a round while the caller reads the peer's.
+final class SenderThread: @unchecked Sendable {  // `work` and `stopped` guarded by `condition`
+    final class Pending: @unchecked Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        var error: TransportError?
+        func finish(_ error: TransportError?) {
+            self.error = error
+            done.signal()
+        }
+        func wait() -> TransportError? {
+            done.wait()
+            return error
+        }
+    }
+
+    private let socket: Socket
+    private let condition = NSCondition()
+    private var work: ([UInt8], Pending)?
+    private var stopped = false
+
+    init(socket: Socket) {
+        self.socket = socket
+        let thread = Thread { [weak self] in self?.run() }
+        thread.name = "sigma-sender"
+        thread.start()
+    }
+
+    func start(_ message: [UInt8]) -> Pending {
+        let pending = Pending()
+        condition.lock()
+        if stopped {
+            condition.unlock()
+            pending.finish(.closed)
+            return pending
+        }
+        work = (message, pending)
+        condition.signal()
+        condition.unlock()
+        return pending
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while work == nil && !stopped { condition.wait() }
+            guard let (message, pending) = work else {
+                condition.unlock()
+                return
+            }
+            work = nil
+            condition.unlock()
+            do {
+                try socket.sendFrame(message)
+                pending.finish(nil)
+            } catch {
+                pending.finish(error)
+            }
+        }
+    }
+}
+
+/// A listening socket; `port` tells the port chosen when 0 was asked for.
+public final class TCPListener: @unchecked Sendable {  // the socket is used by one thread at a time
+    let socket: Socket
+    public let port: UInt16
+
+    public init(host: String = "127.0.0.1", port: UInt16) throws(TransportError) {
+        socket = try Socket.listen(host: host, port: port)
+        self.port = socket.localPort ?? port
+    }
+
+    deinit { socket.close() }
+
+    /// Accepts one peer within `timeout` seconds and runs the handshake.
+    public func accept(handshake: Handshake, timeout: Double = 60, frameLimit: Int = 1 << 32)
+        throws(TransportError) -> TCPChannel
+    {
+        let peer = try socket.accept(timeout: timeout)
+        return try TCPChannel.open(peer, handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+    }
+}

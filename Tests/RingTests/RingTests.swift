@@ -1,0 +1,57 @@
+import Testing
+
+@testable import Ring
+
+@Suite("Fixed point and bit packing")
+struct RingTests {
+    @Test("encoding rounds to nearest, keeps negative values, clamps, and decodes back", arguments: [16, 37, 50, 64])
+    func encoding(bits: Int) {
+        let ring = Ring(bitwidth: bits, scale: 12)
+        #expect(ring.encode(0) == 0)
+        #expect(ring.encode(1) == 4096)
+        #expect(ring.encode(-1) == ring.mask - 4095)  // two's complement of 4096, not a wrapped cast
+        #expect(ring.decode(ring.encode(-1)) == -1)
+        #expect(ring.encode(1.0 / 8192) == 0)  // ties to even
+        #expect(ring.encode(3.0 / 8192) == 2)
+        #expect(ring.encode(-0.4 / 4096) == 0)
+        #expect(ring.encode(.infinity) == ring.word(ring.signedRange.upperBound))
+        #expect(ring.encode(-.infinity) == ring.word(ring.signedRange.lowerBound))
+        #expect(ring.encode(.nan) == 0)
+        for r in stride(from: -3.0, through: 3.0, by: 0.37) {
+            #expect(abs(ring.decode(ring.encode(r)) - r) <= 0.5 / 4096)
+        }
+        #expect(ring.signed(ring.mask) == -1)
+    }
+
+    @Test("tensors reduce, add, subtract and widen with sign extension")
+    func tensors() {
+        let narrow = Ring(bitwidth: 20, scale: 12)
+        let wide = Ring(bitwidth: 50, scale: 12)
+        let a = RingTensor(encoding: [1.5, -2.25, 0], shape: [3], ring: narrow)
+        let b = RingTensor(encoding: [0.5, 0.25, -1], shape: [3], ring: narrow)
+        #expect((a + b).decoded() == [2, -2, -1])
+        #expect((a - b).decoded() == [1, -2.5, 1])
+        #expect(a.converted(to: wide).decoded() == [1.5, -2.25, 0])
+        #expect(RingTensor(ring: narrow, shape: [1], values: [1 << 21 | 5]).values == [5])
+    }
+
+    @Test("packing uses exactly ⌈count·n/8⌉ bytes and round-trips every width", arguments: 1...64)
+    func packing(bits: Int) {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15 &* UInt64(bits)
+        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+        for count in [0, 1, 2, 7, 8, 9, 63, 64, 65, 1000] {
+            let values = (0..<count).map { i -> UInt64 in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return i % 5 == 0 ? mask : (i % 7 == 0 ? 0 : state & mask)
+            }
+            let packed = BitPacking.pack(values, bits: bits)
+            #expect(packed.count == (count * bits + 7) / 8)
+            #expect(BitPacking.unpack(packed[...], count: count, bits: bits) == values)
+        }
+        // Higher bits of an input are ignored; a wrong length is refused.
+        if bits < 64 {
+            #expect(BitPacking.unpack(BitPacking.pack([~0], bits: bits)[...], count: 1, bits: bits) == [mask])
+        }
+        #expect(BitPacking.unpack([0, 0, 0][...], count: 5, bits: bits) == nil || (5 * bits + 7) / 8 == 3)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+@testable import Transport
+
+/// Runs `server` on its own thread and `client` on this one, and returns both results.
+func together<A: Sendable, B: Sendable>(
+    _ server: @escaping @Sendable () throws(TransportError) -> A, _ client: () throws(TransportError) -> B
+) -> (Result<A, TransportError>, Result<B, TransportError>) {
+    let box = ResultBox<A>()
+    let done = DispatchSemaphore(value: 0)
+    Thread {
+        box.value = Result { () throws(TransportError) -> A in try server() }
+        done.signal()
+    }.start()
+    let clientResult = Result { () throws(TransportError) -> B in try client() }
+    done.wait()
+    return (box.value!, clientResult)
+}
+
+/// Written by one thread before a semaphore signal, read by another after the wait.
+final class ResultBox<A: Sendable>: @unchecked Sendable { var value: Result<A, TransportError>? }
+
+let fingerprint = [UInt8](repeating: 7, count: 32)
+let session = [UInt8](repeating: 9, count: 16)
+
+func hello(_ role: Handshake.Role, fingerprint: [UInt8] = fingerprint, session: [UInt8] = session) -> Handshake {
+    Handshake(role: role, modelFingerprint: fingerprint, sessionID: session)
+}
+
+@Suite("Transport", .serialized)
+struct TransportTests {
+    @Test("in-process channels exchange, count bytes and rounds, and time out")
+    func local() throws {
+        let (a, b) = LocalChannel.pair(timeout: 0.2)
+        let (fromA, fromB) = together({ () throws(TransportError) in try a.exchange([1, 2, 3]) }) {
+            () throws(TransportError) in try b.exchange([4, 5])
+        }
+        #expect(try fromA.get() == [4, 5])
+        #expect(try fromB.get() == [1, 2, 3])
+        try a.send([9])
+        #expect(try b.receive() == [9])
+        #expect(a.statistics.bytesSent == 4 && a.statistics.bytesReceived == 2 && a.statistics.rounds == 2)
+        #expect(b.statistics.rounds == 2)
+        #expect(throws: TransportError.timedOut(seconds: 0.2)) { try a.receive() }
+        b.close()
+        #expect(throws: TransportError.self) { try a.send([1]) }
+    }
+
+    @Test("TCP over loopback: full-duplex rounds of 16 MiB in both directions, counted alike on both sides")
+    func tcpFullDuplex() throws {
+        let listener = try TCPListener(port: 0)
+        let port = listener.port
+        let big0 = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let big1 = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        let (server, client) = together({ () throws(TransportError) -> (ChannelStatistics, Bool) in
+            let channel = try listener.accept(handshake: hello(.server), timeout: 10)
+            let got = try channel.exchange(big0)
+            let small = try channel.exchange([1])
+            try channel.send([42])
+            return (channel.statistics, got == big1 && small == [2])
+        }) { () throws(TransportError) -> (ChannelStatistics, Bool) in
+            let channel = try TCPChannel.connect(port: port, handshake: hello(.client), timeout: 10)
+            let got = try channel.exchange(big1)
+            let small = try channel.exchange([2])
+            let last = try channel.receive()
+            return (channel.statistics, got == big0 && small == [1] && last == [42])
+        }
+        let (serverStats, serverOK) = try server.get()
+        let (clientStats, clientOK) = try client.get()
+        #expect(serverOK && clientOK)
+        #expect(serverStats.rounds == 3 && clientStats.rounds == 3)
+        #expect(serverStats.bytesSent == (16 << 20) + 2 && serverStats.bytesSent == clientStats.bytesReceived)
+        #expect(clientStats.bytesSent == serverStats.bytesReceived)
+    }
+
+    @Test(
+        "a peer with another role, model, session or version is refused before any protocol traffic",
+        arguments: [
+            ("same role", hello(.server)),
+            ("other model", hello(.client, fingerprint: [UInt8](repeating: 8, count: 32))),
+            ("other session", hello(.client, session: [UInt8](repeating: 1, count: 16))),
+            (
+                "other version",
+                { () -> Handshake in
+                    var h = hello(.client); h.version = 99; return h
+                }()
+            ),
+        ])
+    func handshakeMismatch(name: String, clientHello: Handshake) throws {
+        let listener = try TCPListener(port: 0)
+        let port = listener.port
+        let (server, client) = together({ () throws(TransportError) -> TCPChannel in
+            try listener.accept(handshake: hello(.server), timeout: 10)
+        }) { () throws(TransportError) -> TCPChannel in
+            try TCPChannel.connect(port: port, handshake: clientHello, timeout: 10)
+        }
+        for result in [server, client] {
+            guard case .failure(let error) = result, case .handshakeMismatch = error else {
+                Issue.record("\(name): expected a handshake mismatch, got \(result)")
+                continue
+            }
+        }
+    }
+
+    /// A connected server and client over loopback.
+    func connectedPair(timeout: Double) throws -> (TCPChannel, TCPChannel) {
+        let listener = try TCPListener(port: 0)
+        let port = listener.port
+        let (server, client) = together({ () throws(TransportError) -> TCPChannel in
+            try listener.accept(handshake: hello(.server), timeout: timeout, frameLimit: 1 << 20)
+        }) { () throws(TransportError) -> TCPChannel in
+            try TCPChannel.connect(port: port, handshake: hello(.client), timeout: timeout)
+        }
+        return (try server.get(), try client.get())
+    }
+
+    @Test("an oversized frame is refused before allocating")
+    func oversized() throws {
+        let (server, client) = try connectedPair(timeout: 5)
+        try client.sendRawForTesting([0, 0, 0, 0, 0, 1, 0, 0])  // announces 2^40 bytes
+        #expect(throws: TransportError.frameTooLarge(1 << 40, limit: 1 << 20)) { try server.receive() }
+    }
+
+    @Test("a silent peer is reported after the timeout")
+    func silentPeer() throws {
+        let (server, client) = try connectedPair(timeout: 0.3)
+        let start = Date()
+        withExtendedLifetime(client) {  // connected and silent
+            #expect(throws: TransportError.timedOut(seconds: 0.3)) { try server.receive() }
+        }
+        #expect(Date().timeIntervalSince(start) < 5)
+    }
+
+    @Test("a peer that closes mid-protocol is reported, for receive and for exchange")
+    func closedPeer() throws {
+        let (server, client) = try connectedPair(timeout: 5)
+        client.close()
+        #expect(throws: TransportError.peerClosed) { try server.receive() }
+        #expect(throws: TransportError.self) { _ = try server.exchange([UInt8](repeating: 1, count: 1 << 16)) }
+    }
+}
