@@ -4,8 +4,9 @@
 // Layers, arrows pointing down (a module imports only modules above it in this list):
 //   CSigmaKernels  C: batched AES (VAES-512 / VAES-256 / AES-NI / portable), fixed-key hash PRG, DPF level kernels
 //   FSS            DPF with early termination, DPF comparison, full-domain evaluation, DCF, key encoding, randomness
-//   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width
-//   Transport      the counted channel: in-process and TCP (POSIX sockets on dedicated threads)
+//   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width, ring matrix products
+//   Protocols      masked wires and gates (keygen beside evaluation), key streams, the Channel interface
+//   Transport      TCP channels (POSIX sockets on dedicated threads), key files
 //   SigmaBench     benchmarks (kept out of the libraries, as swift-nio and swift-collections do)
 //   sigma          the command-line tool
 import PackageDescription
@@ -31,13 +32,15 @@ let package = Package(
         .target(name: "CSigmaKernels", cSettings: cKernelFlags),
         .target(name: "FSS", dependencies: ["CSigmaKernels"], swiftSettings: hotSwiftFlags),
         .target(name: "Ring", swiftSettings: hotSwiftFlags),
-        .target(name: "Transport", dependencies: ["Ring"]),
+        .target(name: "Protocols", dependencies: ["FSS", "Ring"], swiftSettings: hotSwiftFlags),
+        .target(name: "Transport", dependencies: ["Protocols", "Ring"]),
         .target(name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels"], swiftSettings: hotSwiftFlags),
         .executableTarget(name: "sigma", dependencies: ["FSS", "SigmaBench"]),
         // OpenSSL is a test oracle only (AES-128-ECB on random data); nothing on the inference path links it.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
         .testTarget(name: "RingTests", dependencies: ["Ring"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Ring"]),
+        .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
     ]
 )

@@ -186,8 +186,10 @@ struct DPFLayout: Equatable, Sendable {
 public struct DPFKeys: Sendable {
     public let party: Party
     let layout: DPFLayout
+    let storage: KeyBytes
+
     /// The versioned encoding: a 32-byte header, then the sections (see `DPFLayout`).
-    public let encoded: [UInt8]
+    public var encoded: [UInt8] { storage.array }
 
     /// Input bits b: the keys' domain is [0, 2^b).
     public var inputBits: Int { layout.inputBits }
@@ -205,9 +207,30 @@ public struct DPFKeys: Sendable {
     }
 
     init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout) {
-        self.encoded = encoded
+        storage = .owned(encoded)
         self.party = party
         self.layout = layout
+    }
+
+    /// Keys read in place from memory that `owner` keeps alive (a mapped key file): validates the header and
+    /// the exact size, not the checksum (key files carry their own integrity checks). Never traps on bad input.
+    public init(viewing bytes: UnsafeRawBufferPointer, owner: AnyObject & Sendable) throws(KeyDecodingError) {
+        let fields = try KeyHeader.read(bytes, kind: DPFLayout.kind)
+        guard fields.payloadBits == 1 else { throw .badParameter("DPF payload bits \(fields.payloadBits)") }
+        let body = try DPFLayout.checkedBodySize(inputBits: fields.inputBits, count: fields.count)
+        guard bytes.count >= KeyHeader.size + body else {
+            throw .truncated(needed: KeyHeader.size + body, available: bytes.count)
+        }
+        guard bytes.count == KeyHeader.size + body else { throw .trailingBytes(bytes.count - KeyHeader.size - body) }
+        storage = .viewed(UnsafeSendable(bytes), owner: owner)
+        party = fields.party
+        layout = DPFLayout(inputBits: fields.inputBits, count: fields.count)
+    }
+
+    /// The encoded size read from the header at the start of `bytes`, to find where a key batch ends in a stream.
+    public static func encodedSize(of bytes: UnsafeRawBufferPointer) throws(KeyDecodingError) -> Int {
+        let fields = try KeyHeader.read(bytes, kind: DPFLayout.kind)
+        return KeyHeader.size + (try DPFLayout.checkedBodySize(inputBits: fields.inputBits, count: fields.count))
     }
 
     /// Decodes and validates an encoding: header, exact size and checksum. Never traps on bad input.
@@ -251,7 +274,7 @@ public struct DPFKeys: Sendable {
         var output = [UInt8](repeating: 0, count: points.count)
         let chunk = max(1, DPFKeys.evaluationChunk / pointsPerKey)
         let chunks = (count + chunk - 1) / chunk
-        encoded.withUnsafeBytes { key in
+        storage.withUnsafeBytes { key in
             points.withUnsafeBufferPointer { x in
                 output.withUnsafeMutableBufferPointer { out in
                     let view = DPFKeyView(bytes: key, party: party, layout: layout)

@@ -85,7 +85,7 @@ extension DPFKeys {
     static let fullDomainChunkBlocks = 1 << 14
 
     func withView<T>(_ body: (DPFKeyView) -> T) -> T {
-        encoded.withUnsafeBytes { body(DPFKeyView(bytes: $0, party: party, layout: layout)) }
+        storage.withUnsafeBytes { body(DPFKeyView(bytes: $0, party: party, layout: layout)) }
     }
 }
 

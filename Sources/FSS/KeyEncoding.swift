@@ -132,3 +132,18 @@ func withDecodedBytes<T>(
     let result = bytes.withUnsafeBytes { raw in Result { () throws(KeyDecodingError) -> T in try body(raw) } }
     return try result.get()
 }
+
+/// Where a key batch's bytes live: an array it owns, or memory (a mapped key file) that an owner keeps alive.
+enum KeyBytes: Sendable {
+    case owned([UInt8])
+    case viewed(UnsafeSendable<UnsafeRawBufferPointer>, owner: AnyObject & Sendable)
+
+    func withUnsafeBytes<T>(_ body: (UnsafeRawBufferPointer) -> T) -> T {
+        switch self {
+        case .owned(let array): array.withUnsafeBytes(body)
+        case .viewed(let bytes, let owner): withExtendedLifetime(owner) { body(bytes.value) }
+        }
+    }
+
+    var array: [UInt8] { withUnsafeBytes { Array($0) } }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Protocols
 import Testing
 
 @testable import Transport
@@ -126,7 +127,7 @@ struct TransportTests {
     func silentPeer() throws {
         let (server, client) = try connectedPair(timeout: 0.3)
         let start = Date()
-        withExtendedLifetime(client) {  // connected and silent
+        _ = withExtendedLifetime(client) {  // connected and silent
             #expect(throws: TransportError.timedOut(seconds: 0.3)) { try server.receive() }
         }
         #expect(Date().timeIntervalSince(start) < 5)

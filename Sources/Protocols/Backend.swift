@@ -1,0 +1,160 @@
+import FSS
+import Ring
+
+/// A tensor of bits on a wire: cleartext bits, the dealer's mask bits, or a party's masked bits (each 0 or 1).
+public struct BitTensor: Equatable, Sendable {
+    public var shape: [Int]
+    public var bits: [UInt8]
+
+    public init(shape: [Int], bits: [UInt8]) {
+        precondition(bits.count == shape.reduce(1, *), "bits must fill the shape")
+        self.shape = shape
+        self.bits = bits
+    }
+
+    public var count: Int { bits.count }
+}
+
+/// The evaluators a computation is written against once (SIGMA's masked-wire invariant, §1): every wire carries
+///
+/// - in the `Cleartext` backend, the value x itself;
+/// - in the `Dealer` backend, the mask r, known only to the dealer;
+/// - in a `PartyContext`, the masked value x̂ = x + r mod 2^n, which both parties hold.
+///
+/// Each gate maps its backend's wire representation of the inputs to that of the outputs; the dealer writes the
+/// keys the parties read for the same gate, in the same order. So the secure result equals the cleartext result
+/// bit for bit.
+public protocol RingBackend: AnyObject {
+    /// The client's private input (the client passes `values`; others pass nil).
+    func inputFromClient(_ values: [UInt64]?, shape: [Int], ring: Ring) throws -> RingTensor
+    /// The server's private input, such as weights (the server passes `values`; others pass nil).
+    func inputFromServer(_ values: [UInt64]?, shape: [Int], ring: Ring) throws -> RingTensor
+    /// x + c for a public constant tensor c.
+    func addConstant(_ x: RingTensor, _ c: [UInt64]) -> RingTensor
+    /// X[m×k] · W[k×n] for secret X and W, with `batch` independent products stacked (shapes [batch·m, k] and
+    /// [batch·k, n]): Beaver's protocol on masked values, one reveal.
+    func matmul(_ x: RingTensor, _ w: RingTensor, m: Int, k: Int, n: Int, batch: Int) throws -> RingTensor
+    /// x ⊙ y elementwise, one reveal (the result has scale 2f; truncate afterwards).
+    func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor
+    /// TR_{n,f}: the top n − f bits of x (logical), as an (n−f)-bit value.
+    func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor
+    /// ARS_{n,f} for x in [−2^{n−2}, 2^{n−2}) (SIGMA's GapARS): cheaper than the faithful shift.
+    func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor
+    /// ARS_{n,f}, exact for every signed n-bit x: TR followed by sign extension.
+    func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor
+    /// 1{x ≥ 0} for signed n-bit x.
+    func drelu(_ x: RingTensor) throws -> BitTensor
+    /// s · x.
+    func select(_ s: BitTensor, _ x: RingTensor) throws -> RingTensor
+    /// α[2s0 + s1] · x + β[2s0 + s1] elementwise, for public coefficient tables α, β of four entries.
+    func selectLinear(_ s0: BitTensor, _ s1: BitTensor, _ x: RingTensor, alpha: [UInt64], beta: [UInt64], output: Ring)
+        throws -> RingTensor
+    /// x to the client alone: the client gets the values, everyone else nil.
+    func revealToClient(_ x: RingTensor) throws -> [UInt64]?
+}
+
+extension RingBackend {
+    /// x + y (local on every backend: masks add like values).
+    public func add(_ x: RingTensor, _ y: RingTensor) -> RingTensor { x + y }
+    /// x − y (local).
+    public func subtract(_ x: RingTensor, _ y: RingTensor) -> RingTensor { x - y }
+    /// c · x for a public integer c (local).
+    public func multiply(_ x: RingTensor, byConstant c: UInt64) -> RingTensor {
+        RingTensor(ring: x.ring, shape: x.shape, values: x.values.map { $0 &* c })
+    }
+    /// max(x, 0).
+    public func relu(_ x: RingTensor) throws -> RingTensor { try select(try drelu(x), x) }
+}
+
+/// The cleartext fixed-point reference: the function every secure gate must equal bit for bit.
+public final class Cleartext: RingBackend {
+    public init() {}
+}
+
+/// The trusted dealer: holds every wire's mask and writes both parties' keys.
+public final class Dealer {
+    public let p0: KeyStreamWriter
+    public let p1: KeyStreamWriter
+    var random: SecureRandom
+
+    public init(p0: KeySink, p1: KeySink, random: consuming SecureRandom) {
+        self.p0 = KeyStreamWriter(sink: p0)
+        self.p1 = KeyStreamWriter(sink: p1)
+        self.random = random
+    }
+
+    func writer(_ party: Party) -> KeyStreamWriter { party == .p0 ? p0 : p1 }
+
+    /// Uniform n-bit values.
+    func randomWords(_ count: Int, ring: Ring) -> [UInt64] { random.values(count, bits: ring.bitwidth) }
+    func randomWords(_ count: Int, bits: Int) -> [UInt64] { random.values(count, bits: bits) }
+    func randomBits(_ count: Int) -> [UInt8] { random.values(count, bits: 1).map { UInt8($0) } }
+
+    /// Writes additive shares of `values` mod 2^bits: a uniform share to P0, the difference to P1.
+    func share(_ values: [UInt64], bits: Int) throws {
+        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+        let first = random.values(values.count, bits: bits)
+        try p0.words(first, bits: bits)
+        try p1.words(zip(values, first).map { ($0 &- $1) & mask }, bits: bits)
+    }
+
+    /// Writes XOR shares of bits.
+    func shareBits(_ values: [UInt8]) throws {
+        let first = randomBits(values.count)
+        try p0.bits(first)
+        try p1.bits(zip(values, first).map { $0 ^ $1 })
+    }
+
+    func beginGate(_ tag: GateTag, count: Int) throws {
+        try p0.beginGate(tag, count: count)
+        try p1.beginGate(tag, count: count)
+    }
+}
+
+/// One evaluating party during the online phase: its key stream and its channel to the other party.
+public final class PartyContext {
+    public let party: Party
+    public let keys: KeyStreamReader
+    public let channel: Channel
+
+    public init(party: Party, keys: KeyStreamReader, channel: Channel) {
+        self.party = party
+        self.keys = keys
+        self.channel = channel
+    }
+
+    /// P0 adds the public terms of a share; P1 does not.
+    var leads: Bool { party == .p0 }
+
+    /// Sends this party's additive shares (packed to `bits`), receives the peer's, and returns their sum: one
+    /// round, one message each way.
+    func reconstruct(_ shares: [UInt64], bits: Int) throws -> [UInt64] {
+        let theirs = try channel.exchange(BitPacking.pack(shares, bits: bits))
+        guard let peer = BitPacking.unpack(theirs[...], count: shares.count, bits: bits) else {
+            throw ProtocolError.malformedMessage(
+                expected: BitPacking.byteCount(count: shares.count, bits: bits),
+                received: theirs.count)
+        }
+        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+        return zip(shares, peer).map { ($0 &+ $1) & mask }
+    }
+
+    /// The same for XOR shares of bits.
+    func reconstructBits(_ shares: [UInt8]) throws -> [UInt8] {
+        try reconstruct(shares.map { UInt64($0) }, bits: 1).map { UInt8($0) }
+    }
+}
+
+/// Why a protocol step failed.
+public enum ProtocolError: Error, Equatable, CustomStringConvertible {
+    case malformedMessage(expected: Int, received: Int)
+    case missingInput(String)
+
+    public var description: String {
+        switch self {
+        case .malformedMessage(let expected, let received):
+            "the peer sent a \(received)-byte message where \(expected) bytes were due"
+        case .missingInput(let what): "missing input: \(what)"
+        }
+    }
+}

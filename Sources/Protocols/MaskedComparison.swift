@@ -1,0 +1,43 @@
+import FSS
+import Ring
+
+// The step every truncation and comparison gate shares: for a public value v and the dealer's α, the parties
+// learn ĉ = 1{v < α} ⊕ m, where only the dealer knows the mask bit m. The DPF comparison gives XOR shares of
+// 1{v < α}; each party adds its XOR share of m and the two reveal ĉ (one bit each way). The dealer then prepares
+// two candidate shares of whatever the gate needs, one for each value of ĉ, and each party takes the one ĉ picks
+// (SIGMA §3.4: "two candidate output corrections indexed by the revealed masked bit").
+
+extension Dealer {
+    /// Keys for ĉ = 1{v < α} ⊕ m on `bits`-bit values; returns the mask bits m.
+    func maskedComparisonKeys(alphas: [UInt64], bits: Int) throws -> [UInt8] {
+        let keys = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+        try p0.dpf(keys.p0)
+        try p1.dpf(keys.p1)
+        let masks = randomBits(alphas.count)
+        try shareBits(masks)
+        return masks
+    }
+
+    /// Shares of `whenZero[i]` and `whenOne[i]` (mod 2^bits), for the party to pick by a revealed bit.
+    func candidates(whenZero: [UInt64], whenOne: [UInt64], bits: Int) throws {
+        try share(whenZero, bits: bits)
+        try share(whenOne, bits: bits)
+    }
+}
+
+extension PartyContext {
+    /// ĉ = 1{v < α} ⊕ m for public `bits`-bit values v: one round.
+    func maskedComparison(_ values: [UInt64], bits: Int) throws -> [UInt8] {
+        let keys = try self.keys.dpf()
+        let maskShares = try self.keys.bits(values.count)
+        let shares = keys.lessThan(at: values)
+        return try reconstructBits(zip(shares, maskShares).map { $0 ^ $1 })
+    }
+
+    /// This party's share of the candidate each revealed bit picks.
+    func pickCandidates(_ revealed: [UInt8], bits: Int) throws -> [UInt64] {
+        let whenZero = try keys.words(revealed.count, bits: bits)
+        let whenOne = try keys.words(revealed.count, bits: bits)
+        return (0..<revealed.count).map { revealed[$0] == 0 ? whenZero[$0] : whenOne[$0] }
+    }
+}

@@ -1,0 +1,137 @@
+import FSS
+import Ring
+
+// Truncations (SIGMA §3.4). Write x̂ = x + r mod 2^n, and split a value v into v_h = ⌊v / 2^f⌋ and
+// v_l = v mod 2^f. Subtracting r from x̂ borrows from the high part exactly when x̂_l < r_l, so
+//
+//     TR_{n,f}(x) = x̂_h − r_h − 1{x̂_l < r_l}   (mod 2^{n−f}),
+//
+// which needs one comparison on f bits. Each gate reveals the masked carry bit, then its output.
+
+private let truncateReduceTag = GateTag("TRUN")
+private let gapARSTag = GateTag("GARS")
+private let faithfulARSTag = GateTag("FARS")
+
+@inline(__always)
+private func lowMask(_ bits: Int) -> UInt64 { bits >= 64 ? ~0 : (1 << UInt64(bits)) - 1 }
+
+extension Cleartext {
+    public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        let output = Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f))
+        return RingTensor(ring: output, shape: x.shape, values: x.values.map { $0 >> UInt64(f) })
+    }
+
+    public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor { arithmeticShift(x, by: f) }
+
+    public func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor { arithmeticShift(x, by: f) }
+
+    func arithmeticShift(_ x: RingTensor, by f: Int) -> RingTensor {
+        RingTensor(ring: x.ring, shape: x.shape, values: x.values.map { x.ring.word(x.ring.signed($0) >> Int64(f)) })
+    }
+}
+
+extension Dealer {
+    /// TR keys for input mask r (n bits); returns the output mask (n − f bits).
+    func truncateReduceKeys(_ masks: [UInt64], n: Int, f: Int) throws -> [UInt64] {
+        let carryMasks = try maskedComparisonKeys(alphas: masks.map { $0 & lowMask(f) }, bits: f)
+        let outputMasks = randomWords(masks.count, bits: n - f)
+        // Candidate for a revealed bit ĉ: r_out − r_h − c with c = ĉ ⊕ m.
+        let candidate = { (revealed: UInt8) in
+            (0..<masks.count).map { i in
+                (outputMasks[i] &- (masks[i] >> UInt64(f)) &- UInt64(revealed ^ carryMasks[i])) & lowMask(n - f)
+            }
+        }
+        try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: n - f)
+        return outputMasks
+    }
+
+    public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        try beginGate(truncateReduceTag, count: x.count)
+        let output = Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f))
+        return RingTensor(
+            ring: output, shape: x.shape, values: try truncateReduceKeys(x.values, n: x.ring.bitwidth, f: f))
+    }
+
+    /// GapARS (SIGMA Fig. 2): for x ∈ [−2^{n−2}, 2^{n−2}), x' = x + 2^{n−2} has MSB 0, so the wrap of x̂' = x' + r
+    /// is (1 − MSB(x̂'))·MSB(r), known locally, and ARS(x) = LRS(x') − 2^{n−f−2} needs only the f-bit carry.
+    public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        try beginGate(gapARSTag, count: x.count)
+        let carryMasks = try maskedComparisonKeys(alphas: x.values.map { $0 & lowMask(f) }, bits: f)
+        let outputMasks = randomWords(x.count, ring: x.ring)
+        let candidate = { (revealed: UInt8) in
+            (0..<x.count).map { i in
+                (outputMasks[i] &- (x.values[i] >> UInt64(f)) &- (1 << UInt64(n - f - 2))
+                    &- UInt64(revealed ^ carryMasks[i])) & x.ring.mask
+            }
+        }
+        try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: n)
+        try share(x.values.map { ($0 >> UInt64(n - 1)) << UInt64(n - f) }, bits: n)  // 2^{n−f}·MSB(r)
+        return RingTensor(ring: x.ring, shape: x.shape, values: outputMasks)
+    }
+
+    /// Faithful ARS = TR then sign extension (SIGMA Thm. 5): with v = x + 2^{n−1} (unsigned), z = TR(v) ∈ [0, 2^m)
+    /// for m = n − f, and ARS(x) = z − 2^{m−1}. From ẑ = z + r_z, z = ẑ − r_z + 2^m·1{ẑ < r_z}: one m-bit comparison.
+    public func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        let m = n - f
+        try beginGate(faithfulARSTag, count: x.count)
+        let zMasks = try truncateReduceKeys(x.values, n: n, f: f)
+        let wrapMasks = try maskedComparisonKeys(alphas: zMasks, bits: m)
+        let outputMasks = randomWords(x.count, ring: x.ring)
+        let candidate = { (revealed: UInt8) in
+            (0..<x.count).map { i in
+                (outputMasks[i] &- zMasks[i] &+ (UInt64(revealed ^ wrapMasks[i]) << UInt64(m))
+                    &- (1 << UInt64(m - 1))) & x.ring.mask
+            }
+        }
+        try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: n)
+        return RingTensor(ring: x.ring, shape: x.shape, values: outputMasks)
+    }
+}
+
+extension PartyContext {
+    func truncateReduceShares(_ masked: [UInt64], n: Int, f: Int) throws -> [UInt64] {
+        let carries = try maskedComparison(masked.map { $0 & lowMask(f) }, bits: f)
+        let picked = try pickCandidates(carries, bits: n - f)
+        let shares = (0..<masked.count).map { i in
+            ((leads ? masked[i] >> UInt64(f) : 0) &+ picked[i]) & lowMask(n - f)
+        }
+        return try reconstruct(shares, bits: n - f)
+    }
+
+    public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        try keys.expectGate(truncateReduceTag, count: x.count)
+        let output = Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f))
+        return RingTensor(
+            ring: output, shape: x.shape, values: try truncateReduceShares(x.values, n: x.ring.bitwidth, f: f))
+    }
+
+    public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        try keys.expectGate(gapARSTag, count: x.count)
+        let shifted = x.values.map { ($0 &+ (1 << UInt64(n - 2))) & x.ring.mask }  // x̂' = x̂ + 2^{n−2}
+        let carries = try maskedComparison(shifted.map { $0 & lowMask(f) }, bits: f)
+        let picked = try pickCandidates(carries, bits: n)
+        let wrapTerm = try keys.words(x.count, bits: n)
+        let shares = (0..<x.count).map { i -> UInt64 in
+            let v = shifted[i]
+            let high = leads ? v >> UInt64(f) : 0
+            let wrap = (v >> UInt64(n - 1)) == 0 ? wrapTerm[i] : 0
+            return (high &+ wrap &+ picked[i]) & x.ring.mask
+        }
+        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: n))
+    }
+
+    public func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        let m = n - f
+        try keys.expectGate(faithfulARSTag, count: x.count)
+        let shifted = x.values.map { ($0 &+ (1 << UInt64(n - 1))) & x.ring.mask }  // v̂ = x̂ + 2^{n−1}
+        let z = try truncateReduceShares(shifted, n: n, f: f)
+        let wraps = try maskedComparison(z, bits: m)
+        let picked = try pickCandidates(wraps, bits: n)
+        let shares = (0..<x.count).map { i in ((leads ? z[i] : 0) &+ picked[i]) & x.ring.mask }
+        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: n))
+    }
+}

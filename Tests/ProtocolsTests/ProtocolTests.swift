@@ -1,0 +1,194 @@
+import FSS
+import Protocols
+import Ring
+import Testing
+
+let bitwidths = [16, 37, 50, 64]
+
+/// Edge values of an n-bit ring: 0, ±1, the largest magnitudes of the full range and of the GapARS range.
+func edges(_ ring: Ring) -> [UInt64] {
+    let n = Int64(ring.bitwidth)
+    let top = n == 64 ? Int64.max : (Int64(1) << (n - 1)) - 1
+    let gap = (Int64(1) << (n - 2)) - 1
+    return [0, 1, -1, top, -top - 1, gap, -gap - 1, gap - 1, 4096, -4096].map(ring.word)
+}
+
+@Suite("Protocols against the cleartext backend")
+struct ProtocolTests {
+    @Test("private inputs of both parties, and the reveal to the client alone", arguments: bitwidths)
+    func inputsAndReveal(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 1)
+        let client = values.signed(100, magnitudeBits: bits - 1, ring: ring)
+        let server = values.signed(100, magnitudeBits: bits - 1, ring: ring)
+        let runs = try runEverywhere { b -> [[UInt64]?] in
+            let x = try b.inputFromClient(client, shape: [100], ring: ring)
+            let w = try b.inputFromServer(server, shape: [100], ring: ring)
+            return [try b.revealToClient(b.add(x, w))]
+        }
+        let expected = zip(client, server).map { ($0 &+ $1) & ring.mask }
+        #expect(runs.clear == [expected])
+        #expect(runs.p1 == [expected])  // the client learns the output
+        #expect(runs.p0 == [nil])  // the server does not
+    }
+
+    @Test("Beaver matmul, 2-D and batched, and elementwise Mul", arguments: bitwidths)
+    func products(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 2)
+        let (m, k, n, batch) = (5, 7, 3, 2)
+        let x = values.signed(batch * m * k, magnitudeBits: bits - 1, ring: ring)
+        let w = values.signed(batch * k * n, magnitudeBits: bits - 1, ring: ring)
+        let runs = try runEverywhere { b -> RingTensor in
+            let xs = try b.inputFromClient(x, shape: [batch * m, k], ring: ring)
+            let ws = try b.inputFromServer(w, shape: [batch * k, n], ring: ring)
+            let z = try b.matmul(xs, ws, m: m, k: k, n: n, batch: batch)
+            let first = RingTensor(ring: ring, shape: [m * n], values: Array(z.values[0..<(m * n)]))
+            let second = RingTensor(ring: ring, shape: [m * n], values: Array(z.values[(m * n)...]))
+            return try b.mul(first, second)
+        }
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == runs.clear.values)
+        // The cleartext backend itself: one entry by hand.
+        let z00 = (0..<k).reduce(UInt64(0)) { $0 &+ x[$1] &* w[$1 * n] } & ring.mask
+        let zb00 = (0..<k).reduce(UInt64(0)) { $0 &+ x[m * k + $1] &* w[k * n + $1 * n] } & ring.mask
+        #expect(runs.clear.values[0] == (z00 &* zb00) & ring.mask)
+    }
+
+    @Test("TR, GapARS and faithful ARS", arguments: bitwidths, [1, 6, 12])
+    func truncations(bits: Int, f: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: UInt64(bits * 100 + f))
+        let full = values.signed(300, magnitudeBits: bits - 1, ring: ring) + edges(ring)
+        let gapBound = Int64(1) << Int64(bits - 2)
+        let gapped =
+            values.signed(300, magnitudeBits: bits - 2, ring: ring)
+            + edges(ring).filter { (-gapBound..<gapBound).contains(ring.signed($0)) }
+        let runs = try runEverywhere { b -> [RingTensor] in
+            let x = try b.inputFromClient(full, shape: [full.count], ring: ring)
+            let g = try b.inputFromClient(gapped, shape: [gapped.count], ring: ring)
+            return [try b.truncateReduce(x, by: f), try b.gapARS(g, by: f), try b.faithfulARS(x, by: f)]
+        }
+        for (i, name) in ["TR", "GapARS", "faithful ARS"].enumerated() {
+            let secure = zip(runs.p0[i].values, runs.masks[i].values).map { ($0 &- $1) & runs.p0[i].ring.mask }
+            #expect(runs.p0[i] == runs.p1[i], "\(name): the parties hold the same masked output")
+            #expect(secure == runs.clear[i].values, "\(name) n=\(bits) f=\(f)")
+        }
+        #expect(runs.clear[0].ring.bitwidth == bits - f)
+        #expect(runs.clear[0].values[300 + 3] == (1 << UInt64(bits - 1 - f)) - 1)  // TR(2^{n−1} − 1)
+        #expect(runs.clear[0].values[300 + 4] == 1 << UInt64(bits - 1 - f))  // TR(2^{n−1})
+        #expect(runs.clear[2].values[300 + 2] == ring.mask)  // ARS(−1) = −1
+        #expect(runs.clear[2].values[300 + 4] == ring.word(-(Int64(1) << Int64(bits - 1 - f))))  // ARS(−2^{n−1})
+    }
+
+    @Test("DReLU, ReLU, Select", arguments: bitwidths)
+    func comparisons(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 3)
+        let x = values.signed(500, magnitudeBits: bits - 1, ring: ring) + edges(ring)
+        let runs = try runEverywhere { b -> [RingTensor] in
+            let xs = try b.inputFromClient(x, shape: [x.count], ring: ring)
+            let d = try b.drelu(xs)
+            let asWire = RingTensor(
+                ring: Ring(bitwidth: 1, scale: 0), shape: d.shape, values: d.bits.map { UInt64($0) })
+            return [asWire, try b.relu(xs)]
+        }
+        #expect(runs.p0 == runs.p1)
+        let dreluSecure = zip(runs.p0[0].values, runs.masks[0].values).map { $0 ^ $1 }
+        #expect(dreluSecure == x.map { ring.signed($0) >= 0 ? 1 : 0 })
+        let reluSecure = zip(runs.p0[1].values, runs.masks[1].values).map { ($0 &- $1) & ring.mask }
+        #expect(reluSecure == x.map { ring.signed($0) >= 0 ? $0 : 0 })
+        #expect(reluSecure == runs.clear[1].values)
+    }
+
+    @Test("SelectLin with GeLU's coefficients: |clip(y)| on 8 bits")
+    func selectLinear() throws {
+        let ring = Ring(bitwidth: 8, scale: 0)
+        let s0 = (0..<64).map { UInt8($0 & 1) }
+        let s1 = (0..<64).map { UInt8(($0 >> 1) & 1) }
+        let x = (0..<64).map { UInt64($0 * 37 % 256) }
+        // γ = {(0,255), (0,255), (−1,0), (1,0)} (SIGMA §3.5)
+        let alpha: [UInt64] = [0, 0, 255, 1]
+        let beta: [UInt64] = [255, 255, 0, 0]
+        let runs = try runEverywhere { b -> RingTensor in
+            let xs = try b.inputFromClient(x, shape: [64], ring: ring)
+            let bits0 = BitTensor(shape: [64], bits: s0)
+            let bits1 = BitTensor(shape: [64], bits: s1)
+            // Bits enter as wires through DReLU of ±1 so that every backend holds its own representation.
+            let one = ring.word(1), minusOne = ring.word(-1)
+            let w0 = try b.drelu(
+                try b.inputFromClient(bits0.bits.map { $0 == 1 ? one : minusOne }, shape: [64], ring: ring))
+            let w1 = try b.drelu(
+                try b.inputFromClient(bits1.bits.map { $0 == 1 ? one : minusOne }, shape: [64], ring: ring))
+            return try b.selectLinear(w0, w1, xs, alpha: alpha, beta: beta, output: ring)
+        }
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == runs.clear.values)
+        #expect(
+            runs.clear.values
+                == (0..<64).map { i in
+                    let index = 2 * Int(s0[i]) + Int(s1[i])
+                    return (alpha[index] &* x[i] &+ beta[index]) & 255
+                })
+    }
+
+    @Test("max along rows of any length, with ties", arguments: [1, 2, 3, 5, 8, 13])
+    func maxRows(length: Int) throws {
+        let ring = Ring(bitwidth: 37)
+        var values = TestValues(seed: UInt64(length))
+        var row = values.signed(4 * length, magnitudeBits: 30, ring: ring)
+        row.replaceSubrange(0..<length, with: repeatElement(ring.word(-5), count: length))  // an all-equal row
+        let x = row
+        let runs = try runEverywhere { b -> RingTensor in
+            try b.maxRows(try b.inputFromClient(x, shape: [x.count], ring: ring), rowLength: length)
+        }
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == runs.clear.values)
+        let expected = (0..<4).map { r -> UInt64 in
+            x[(r * length)..<((r + 1) * length)].max { ring.signed($0) < ring.signed($1) }!
+        }
+        #expect(runs.clear.values == expected)
+        #expect(runs.p0Statistics.rounds == 1 + 2 * ceilLog2(length))  // the input, then two rounds a level
+    }
+
+    @Test("what a party receives does not depend on the input")
+    func maskedValuesLookUniform() throws {
+        let ring = Ring(bitwidth: 37)
+        let count = 4000
+        var fractions: [Double] = []
+        for input in [ring.word(-(1 << 30)), ring.word(1 << 30)] {
+            let x = [UInt64](repeating: input, count: count)
+            let runs = try runEverywhere(seed: 77) { b -> [RingTensor] in
+                let xs = try b.inputFromClient(x, shape: [count], ring: ring)
+                let d = try b.drelu(xs)
+                return [
+                    xs,
+                    RingTensor(ring: Ring(bitwidth: 1, scale: 0), shape: [count], values: d.bits.map { UInt64($0) }),
+                ]
+            }
+            // The server sees x̂ and the masked sign bit; both must be uniform whatever x is.
+            fractions.append(Double(runs.p0[0].values.filter { $0 >> 36 == 1 }.count) / Double(count))
+            fractions.append(Double(runs.p0[1].values.filter { $0 == 1 }.count) / Double(count))
+        }
+        // 4000 fair coins: 0.5 ± 0.04 is more than 5 standard deviations.
+        #expect(fractions.allSatisfy { abs($0 - 0.5) < 0.04 }, "\(fractions)")
+    }
+
+    @Test("a party whose keys were made for another computation stops with a clear error")
+    func outOfStep() throws {
+        let ring = Ring(bitwidth: 37)
+        let sink0 = MemoryKeySink()
+        let sink1 = MemoryKeySink()
+        let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 1))
+        _ = try dealer.truncateReduce(RingTensor(zeros: [10], ring: ring), by: 12)
+        let (c0, _) = LocalChannel.pair(timeout: 1)
+        let party = PartyContext(party: .p0, keys: KeyStreamReader(copying: sink0.bytes), channel: c0)
+        #expect(throws: KeyStreamError.outOfStep(expected: "DREL of 10", found: "TRUN of 10")) {
+            try party.drelu(RingTensor(zeros: [10], ring: ring))
+        }
+        let short = PartyContext(party: .p0, keys: KeyStreamReader(copying: Array(sink0.bytes.prefix(40))), channel: c0)
+        #expect(throws: KeyStreamError.self) { try short.truncateReduce(RingTensor(zeros: [10], ring: ring), by: 12) }
+    }
+}
+
+func ceilLog2(_ k: Int) -> Int { k <= 1 ? 0 : Int.bitWidth - (k - 1).leadingZeroBitCount }
