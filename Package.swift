@@ -7,6 +7,7 @@
 //   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width, ring matrix products
 //   Protocols      masked wires and gates (keygen beside evaluation), key streams, the Channel interface
 //   Transport      TCP channels (POSIX sockets on dedicated threads), key files
+//   Models         model graphs written once against an Evaluator (float, fixed point, dealer, party)
 //   SigmaBench     benchmarks (kept out of the libraries, as swift-nio and swift-collections do)
 //   sigma          the command-line tool
 import PackageDescription
@@ -34,13 +35,16 @@ let package = Package(
         .target(name: "Ring", swiftSettings: hotSwiftFlags),
         .target(name: "Protocols", dependencies: ["FSS", "Ring"], swiftSettings: hotSwiftFlags),
         .target(name: "Transport", dependencies: ["Protocols", "Ring"]),
+        .target(name: "Models", dependencies: ["Protocols", "Ring"]),
         .target(name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels"], swiftSettings: hotSwiftFlags),
-        .executableTarget(name: "sigma", dependencies: ["FSS", "SigmaBench"]),
+        .executableTarget(
+            name: "sigma", dependencies: ["FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
         // OpenSSL is a test oracle only (AES-128-ECB on random data); nothing on the inference path links it.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
         .testTarget(name: "RingTests", dependencies: ["Ring"]),
         .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "sigma"]),
     ]
 )

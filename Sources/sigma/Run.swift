@@ -1,0 +1,107 @@
+import Foundation
+import Models
+import Protocols
+import Ring
+
+/// `sigma run` / `sigma demo`: dealer, server and client as three processes on this machine, talking TCP over
+/// loopback; prints the client's result and checks it against the cleartext fixed-point and float references.
+enum Run {
+    static func run(_ options: Options) throws {
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
+        let input = options.numbers("--input") ?? MLP.demoInput
+        let model = MLP.demo()
+        guard input.count == model.inputWidth else { throw RoleError("the model takes \(model.inputWidth) inputs") }
+        let directory = NSTemporaryDirectory() + "sigma-run-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        let dealerStart = Date()
+        let dealerLog = Pipe()
+        let dealer = try spawn(executable, ["dealer", "--keys", directory], stderr: dealerLog)
+        let dealerSummary = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        dealer.waitUntilExit()
+        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerSummary)") }
+        let keygenSeconds = Date().timeIntervalSince(dealerStart)
+
+        let serverLog = Pipe()
+        let server = try spawn(
+            executable, ["server", "--keys", directory + "/server.key", "--port", "0"], stderr: serverLog)
+        guard let port = try readPort(from: serverLog.fileHandleForReading) else {
+            server.terminate()
+            throw RoleError("the server did not start")
+        }
+        let clientOutput = Pipe()
+        let client = try spawn(
+            executable,
+            [
+                "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--input",
+                input.map { String($0) }.joined(separator: ","),
+            ],
+            stdout: clientOutput)
+        let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        server.waitUntilExit()
+        let serverStatistics = String(decoding: serverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard client.terminationStatus == 0, server.terminationStatus == 0,
+            let report = try JSONSerialization.jsonObject(with: result) as? [String: Any],
+            let output = report["output"] as? [Double]
+        else {
+            throw RoleError(
+                "the secure run failed (client exit \(client.terminationStatus), server exit \(server.terminationStatus))"
+            )
+        }
+
+        let cleartext = try model.forward(RingEvaluator(Cleartext(), ring: model.ring), input: input) ?? []
+        let float = try model.forward(FloatEvaluator(), input: input) ?? []
+        let exact = output == cleartext
+        let error = zip(output, float).map { abs($0 - $1) }.max() ?? 0
+        if options.has("--json") {
+            print(String(decoding: result, as: UTF8.self))
+        } else {
+            let widths = [model.inputWidth] + model.layers.map(\.outputs)
+            print(
+                """
+                Sigma: secure inference of the built-in MLP (\(widths.map(String.init).joined(separator: " → ")), ReLU, \
+                n = \(model.ring.bitwidth), f = \(model.ring.scale))
+                  dealer, server and client ran as three processes over TCP on 127.0.0.1
+                  \(dealerSummary.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: directory + "/", with: ""))\
+                 (process: \(String(format: "%.3f", keygenSeconds)) s)
+                  online:  \(String(format: "%.3f", report["online_seconds"] as? Double ?? 0)) s, client sent \
+                \(report["bytes_sent"] ?? 0) B and received \(report["bytes_received"] ?? 0) B in \(report["rounds"] ?? 0) rounds
+                  \(serverStatistics.split(separator: "\n").last.map(String.init) ?? "")
+                  output (client only): \(output.map { String(format: "%.4f", $0) }.joined(separator: " "))
+                  check:   \(exact ? "equals the cleartext fixed-point result bit for bit" : "DIFFERS from the cleartext fixed-point result")\
+                ; largest difference from float64: \(String(format: "%.2e", error))
+                """)
+        }
+        guard exact else { throw RoleError("the secure result differs from the cleartext fixed-point result") }
+    }
+
+    static func spawn(_ executable: URL, _ arguments: [String], stdout: Any? = nil, stderr: Any? = nil) throws
+        -> Process
+    {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let stdout { process.standardOutput = stdout }
+        if let stderr { process.standardError = stderr }
+        try process.run()
+        return process
+    }
+
+    /// Reads the server's log until it names its port.
+    static func readPort(from handle: FileHandle) throws -> UInt16? {
+        var text = ""
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { return nil }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let range = text.range(of: "listening on port "),
+                let end = text[range.upperBound...].firstIndex(of: "\n")
+            {
+                return UInt16(text[range.upperBound..<end])
+            }
+        }
+    }
+}
