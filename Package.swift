@@ -3,6 +3,7 @@
 //
 // Layers, arrows pointing down (a module imports only modules above it in this list):
 //   CSigmaKernels  C: batched AES (VAES-512 / VAES-256 / AES-NI / portable), fixed-key hash PRG, DPF level kernels
+//   CRingKernels   C: Z_2^64 matrix products (AVX-512 vpmullq / AVX2 / scalar; chosen at run time)
 //   FSS            DPF with early termination, DPF comparison, full-domain evaluation, DCF, key encoding, randomness
 //   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width, ring matrix products
 //   Protocols      masked wires and gates (keygen beside evaluation), key streams, the Channel interface
@@ -32,17 +33,20 @@ let package = Package(
     targets: [
         .target(name: "CSigmaKernels", cSettings: cKernelFlags),
         .target(name: "FSS", dependencies: ["CSigmaKernels"], swiftSettings: hotSwiftFlags),
-        .target(name: "Ring", swiftSettings: hotSwiftFlags),
+        .target(name: "CRingKernels", cSettings: cKernelFlags),
+        .target(name: "Ring", dependencies: ["CRingKernels"], swiftSettings: hotSwiftFlags),
         .target(name: "Protocols", dependencies: ["FSS", "Ring"], swiftSettings: hotSwiftFlags),
         .target(name: "Transport", dependencies: ["Protocols", "Ring"]),
         .target(name: "Models", dependencies: ["Protocols", "Ring"]),
-        .target(name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels"], swiftSettings: hotSwiftFlags),
+        .target(
+            name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels", "Ring", "Protocols", "Transport"],
+            swiftSettings: hotSwiftFlags),
         .executableTarget(
             name: "sigma", dependencies: ["FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
         // OpenSSL is a test oracle only (AES-128-ECB on random data); nothing on the inference path links it.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
-        .testTarget(name: "RingTests", dependencies: ["Ring"]),
+        .testTarget(name: "RingTests", dependencies: ["Ring", "CRingKernels"]),
         .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "sigma"]),

@@ -1,18 +1,59 @@
+internal import CRingKernels
 import Dispatch
+
+/// A Z_{2^64} matrix-product kernel of the `CRingKernels` target.
+public enum MatmulKernel: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case avx512 = 0
+    case avx2 = 1
+    case scalar = 2
+
+    /// The fastest kernel this CPU supports.
+    public static let best = MatmulKernel(rawValue: Int(sigma_matmul_best().rawValue)) ?? .scalar
+
+    public var isSupported: Bool { sigma_matmul_supported(sigma_matmul_kernel(rawValue: UInt32(rawValue))) != 0 }
+
+    public var description: String { ["AVX-512", "AVX2", "scalar"][rawValue] }
+}
 
 /// Matrix products over Z_{2^64} (callers reduce mod 2^n): every product the protocols need, plain and batched.
 public enum RingMatrix {
+    /// Threads for products large enough to split (a fork/join costs a few µs, so small products stay on one).
+    nonisolated(unsafe) public static var defaultThreads = 1
+
     /// C[b] = A[b] · B[b] for `batch` stacked products, A[b] m×k and B[b] k×n, row-major, wrapping mod 2^64.
-    public static func multiply(_ a: [UInt64], _ b: [UInt64], m: Int, k: Int, n: Int, batch: Int = 1) -> [UInt64] {
+    public static func multiply(
+        _ a: [UInt64], _ b: [UInt64], m: Int, k: Int, n: Int, batch: Int = 1, kernel: MatmulKernel = .best,
+        threads: Int? = nil
+    ) -> [UInt64] {
         precondition(a.count == batch * m * k && b.count == batch * k * n, "operand sizes must match the shapes")
         var c = [UInt64](repeating: 0, count: batch * m * n)
+        guard m > 0 && n > 0 else { return c }
+        let workers = (m * k * n * batch) >= (1 << 20) ? max(1, threads ?? defaultThreads) : 1
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 c.withUnsafeMutableBufferPointer { pc in
-                    for p in 0..<batch {
-                        multiplyBlock(
-                            pa.baseAddress! + p * m * k, pb.baseAddress! + p * k * n, pc.baseAddress! + p * m * n,
-                            rows: 0..<m, k: k, n: n)
+                    let pointers = Pointers(a: pa.baseAddress!, b: pb.baseAddress!, c: pc.baseAddress!)
+                    // Work items: (product, block of rows), at least 8 rows each.
+                    let rowBlock = max(8, (m + workers * 4 - 1) / (workers * 4))
+                    let blocks = (m + rowBlock - 1) / rowBlock
+                    let items = batch * blocks
+                    let run: @Sendable (Int) -> Void = { (item: Int) in
+                        let p = item / blocks
+                        let rows = (item % blocks) * rowBlock
+                        sigma_matmul_rows(
+                            sigma_matmul_kernel(rawValue: UInt32(kernel.rawValue)), pointers.a + p * m * k,
+                            pointers.b + p * k * n, pointers.c + p * m * n, k, n, rows, min(rows + rowBlock, m))
+                    }
+                    if workers == 1 {
+                        for item in 0..<items { run(item) }
+                    } else {
+                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            var item = worker
+                            while item < items {
+                                run(item)
+                                item += workers
+                            }
+                        }
                     }
                 }
             }
@@ -20,19 +61,10 @@ public enum RingMatrix {
         return c
     }
 
-    /// Rows `rows` of C = A · B, i-k-j order so the inner loop streams rows of B and C.
-    static func multiplyBlock(
-        _ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt64>, _ c: UnsafeMutablePointer<UInt64>, rows: Range<Int>,
-        k: Int, n: Int
-    ) {
-        for i in rows {
-            let row = c + i * n
-            for kk in 0..<k {
-                let aik = a[i * k + kk]
-                if aik == 0 { continue }
-                let brow = b + kk * n
-                for j in 0..<n { row[j] &+= aik &* brow[j] }
-            }
-        }
+    /// Operand pointers handed to worker threads, which write disjoint rows of C.
+    private struct Pointers: @unchecked Sendable {
+        let a: UnsafePointer<UInt64>
+        let b: UnsafePointer<UInt64>
+        let c: UnsafeMutablePointer<UInt64>
     }
 }

@@ -19,10 +19,10 @@ public func renderTable(_ value: JSONValue, title: String) -> String {
         .joined(separator: "\n")
 }
 
-/// 1234567.0 → "1.23e6"; small and fractional numbers as they are.
+/// 1234567.0 → "1.23e6", 0.000123 → "1.23e-4"; whole numbers below 100,000 as they are.
 func formatted(_ v: Double) -> String {
     if v == v.rounded() && abs(v) < 100_000 { return String(Int64(v)) }
-    if abs(v) >= 100_000 {
+    if abs(v) >= 100_000 || abs(v) < 0.01 {
         let exponent = Int(log10(abs(v)).rounded(.down))
         let mantissa = v / pow(10, Double(exponent))
         return "\((mantissa * 100).rounded() / 100)e\(exponent)"

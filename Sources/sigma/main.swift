@@ -17,6 +17,8 @@ let usage = """
                                     run one inference (P1, holds the input) and print the output
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
+      bench protocols [--json] [--elements N] [--threads T]
+                                    each protocol's online time, bytes, rounds and key size over loopback TCP
       help                          show this text
     """
 
@@ -33,8 +35,18 @@ do {
     case "client":
         try Roles.client(
             Options(arguments.dropFirst(), flags: ["--json"], values: ["--keys", "--connect", "--input", "--timeout"]))
+    case "bench" where arguments.count >= 2 && arguments[1] == "protocols":
+        let options = Options(arguments[2...], flags: ["--json"], values: ["--elements", "--threads"])
+        var settings = ProtocolBenchmark.Options()
+        settings.elements = options.integer("--elements", default: settings.elements, range: 1024...(1 << 24))
+        settings.threads = options.integer(
+            "--threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)
+        let result = try ProtocolBenchmark.run(settings) { printError($0) }
+        print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench protocols"))
     case "bench":
-        guard arguments.count >= 2, arguments[1] == "fss" else { fail("bench needs a target: fss\n\n\(usage)") }
+        guard arguments.count >= 2, arguments[1] == "fss" else {
+            fail("bench needs a target: fss or protocols\n\n\(usage)")
+        }
         let options = Options(arguments[2...], flags: ["--json"], values: ["--keys", "--threads"])
         var settings = FSSBenchmark.Options()
         settings.keys = options.integer("--keys", default: settings.keys, range: 1024...(1 << 24))

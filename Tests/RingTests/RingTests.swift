@@ -55,3 +55,39 @@ struct RingTests {
         #expect(BitPacking.unpack([0, 0, 0][...], count: 5, bits: bits) == nil || (5 * bits + 7) / 8 == 3)
     }
 }
+
+@Suite("Ring matrix products")
+struct MatrixTests {
+    /// The textbook triple loop, the oracle.
+    func naive(_ a: [UInt64], _ b: [UInt64], m: Int, k: Int, n: Int) -> [UInt64] {
+        var c = [UInt64](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { for kk in 0..<k { c[i * n + j] &+= a[i * k + kk] &* b[kk * n + j] } } }
+        return c
+    }
+
+    @Test(
+        "every supported kernel equals the triple loop, on odd shapes, batched, on one and two threads",
+        arguments: MatmulKernel.allCases.filter(\.isSupported))
+    func kernels(kernel: MatmulKernel) {
+        var state: UInt64 = 12345
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state
+        }
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (4, 8, 8), (9, 17, 33), (13, 64, 40), (128, 100, 96)] {
+            let batch = 2
+            let a = (0..<(batch * m * k)).map { _ in next() }
+            let b = (0..<(batch * k * n)).map { _ in next() }
+            var expected: [UInt64] = []
+            for p in 0..<batch {
+                expected += naive(
+                    Array(a[(p * m * k)..<((p + 1) * m * k)]), Array(b[(p * k * n)..<((p + 1) * k * n)]), m: m, k: k,
+                    n: n)
+            }
+            for threads in [1, 2] {
+                let c = RingMatrix.multiply(a, b, m: m, k: k, n: n, batch: batch, kernel: kernel, threads: threads)
+                #expect(c == expected, "\(kernel) \(m)×\(k)×\(n) on \(threads) threads")
+            }
+        }
+    }
+}

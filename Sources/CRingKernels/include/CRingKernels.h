@@ -1,0 +1,31 @@
+// Matrix products over Z_{2^64} for the ring protocols (Beaver matmuls and the dealer's mask products).
+#ifndef CRING_KERNELS_H
+#define CRING_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SIGMA_MATMUL_AVX512 = 0,  ///< vpmullq, 4 × 32 register tile (needs AVX-512F/DQ)
+    SIGMA_MATMUL_AVX2 = 1,    ///< 64-bit products from three vpmuludq, 4 × 8 tile (needs AVX2)
+    SIGMA_MATMUL_SCALAR = 2   ///< portable C
+} sigma_matmul_kernel;
+
+/// Whether `kernel` can run on this CPU (and OS).
+int sigma_matmul_supported(sigma_matmul_kernel kernel);
+/// The fastest supported kernel, detected once.
+sigma_matmul_kernel sigma_matmul_best(void);
+
+/// Rows [row_begin, row_end) of C = A·B mod 2^64 (A m×k, B k×n, C m×n, row-major, C overwritten).
+void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
+                       size_t n, size_t row_begin, size_t row_end);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

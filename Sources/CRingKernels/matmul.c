@@ -1,0 +1,168 @@
+// Ring matrix products: C = A·B mod 2^64. Each vector kernel carries its own target attribute and is chosen at
+// run time, so one binary runs on every x86-64 CPU. Loop order: a column tile of B (k × tile, which stays in L2
+// for k up to a few thousand) is swept by every group of four rows of A.
+#include "CRingKernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+static void scalar_rows(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k, size_t n, size_t r0, size_t r1,
+                        size_t col0) {
+    for (size_t i = r0; i < r1; i++) {
+        uint64_t *row = c + i * n;
+        for (size_t j = col0; j < n; j++) row[j] = 0;
+        for (size_t kk = 0; kk < k; kk++) {
+            uint64_t x = a[i * k + kk];
+            const uint64_t *brow = b + kk * n;
+            for (size_t j = col0; j < n; j++) row[j] += x * brow[j];
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512dq"))) static void avx512_rows(const uint64_t *a, const uint64_t *b, uint64_t *c,
+                                                                    size_t k, size_t n, size_t r0, size_t r1) {
+    size_t tiles = n / 32 * 32;
+    for (size_t j = 0; j < tiles; j += 32) {
+        size_t i = r0;
+        for (; i + 4 <= r1; i += 4) {
+            __m512i acc[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_si512();
+            for (size_t kk = 0; kk < k; kk++) {
+                const uint64_t *brow = b + kk * n + j;
+                __m512i bv[4];
+                for (int v = 0; v < 4; v++) bv[v] = _mm512_loadu_si512((const void *)(brow + 8 * v));
+                for (int r = 0; r < 4; r++) {
+                    __m512i x = _mm512_set1_epi64((long long)a[(i + r) * k + kk]);
+                    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_add_epi64(acc[r][v], _mm512_mullo_epi64(x, bv[v]));
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 4; v++) _mm512_storeu_si512((void *)(c + (i + r) * n + j + 8 * v), acc[r][v]);
+        }
+        for (; i < r1; i++) {
+            __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+            for (size_t kk = 0; kk < k; kk++) {
+                __m512i x = _mm512_set1_epi64((long long)a[i * k + kk]);
+                for (int v = 0; v < 4; v++)
+                    acc[v] = _mm512_add_epi64(acc[v], _mm512_mullo_epi64(x, _mm512_loadu_si512((const void *)(b + kk * n + j + 8 * v))));
+            }
+            for (int v = 0; v < 4; v++) _mm512_storeu_si512((void *)(c + i * n + j + 8 * v), acc[v]);
+        }
+    }
+    if (tiles < n) scalar_rows(a, b, c, k, n, r0, r1, tiles);
+}
+
+// 64-bit products without a 64-bit multiply: x·y = x_lo·y_lo + ((x_hi·y_lo + x_lo·y_hi) << 32) mod 2^64, and the
+// shift is linear mod 2^64, so the low products and the cross products accumulate separately and meet once at
+// the end: three vpmuludq and three adds per four products.
+__attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
+                                                      size_t n, size_t r0, size_t r1) {
+    size_t tiles = n / 8 * 8;
+    for (size_t j = 0; j < tiles; j += 8) {
+        size_t i = r0;
+        for (; i + 4 <= r1; i += 4) {
+            __m256i low[4][2], cross[4][2];
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 2; v++) low[r][v] = cross[r][v] = _mm256_setzero_si256();
+            for (size_t kk = 0; kk < k; kk++) {
+                const uint64_t *brow = b + kk * n + j;
+                __m256i bv[2], bh[2];
+                for (int v = 0; v < 2; v++) {
+                    bv[v] = _mm256_loadu_si256((const __m256i *)(brow + 4 * v));
+                    bh[v] = _mm256_srli_epi64(bv[v], 32);
+                }
+                for (int r = 0; r < 4; r++) {
+                    uint64_t s = a[(i + r) * k + kk];
+                    __m256i x = _mm256_set1_epi64x((long long)s), xh = _mm256_set1_epi64x((long long)(s >> 32));
+                    for (int v = 0; v < 2; v++) {
+                        low[r][v] = _mm256_add_epi64(low[r][v], _mm256_mul_epu32(x, bv[v]));
+                        cross[r][v] = _mm256_add_epi64(
+                            cross[r][v], _mm256_add_epi64(_mm256_mul_epu32(xh, bv[v]), _mm256_mul_epu32(x, bh[v])));
+                    }
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 2; v++)
+                    _mm256_storeu_si256((__m256i *)(c + (i + r) * n + j + 4 * v),
+                                        _mm256_add_epi64(low[r][v], _mm256_slli_epi64(cross[r][v], 32)));
+        }
+        if (i < r1) {
+            // Leftover rows of this tile, one at a time.
+            for (; i < r1; i++) {
+                __m256i low[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, cross[2] = {low[0], low[0]};
+                for (size_t kk = 0; kk < k; kk++) {
+                    uint64_t s = a[i * k + kk];
+                    __m256i x = _mm256_set1_epi64x((long long)s), xh = _mm256_set1_epi64x((long long)(s >> 32));
+                    for (int v = 0; v < 2; v++) {
+                        __m256i bv = _mm256_loadu_si256((const __m256i *)(b + kk * n + j + 4 * v));
+                        low[v] = _mm256_add_epi64(low[v], _mm256_mul_epu32(x, bv));
+                        cross[v] = _mm256_add_epi64(cross[v], _mm256_add_epi64(_mm256_mul_epu32(xh, bv),
+                                                                                _mm256_mul_epu32(x, _mm256_srli_epi64(bv, 32))));
+                    }
+                }
+                for (int v = 0; v < 2; v++)
+                    _mm256_storeu_si256((__m256i *)(c + i * n + j + 4 * v), _mm256_add_epi64(low[v], _mm256_slli_epi64(cross[v], 32)));
+            }
+        }
+    }
+    if (tiles < n) scalar_rows(a, b, c, k, n, r0, r1, tiles);
+}
+
+static int cpu_bit(unsigned leaf, unsigned sub, int reg, unsigned bit) {
+    unsigned r[4];
+    if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) return 0;
+    return (int)((r[reg] >> bit) & 1u);
+}
+
+static int xcr0_has(uint64_t mask) {
+    if (!cpu_bit(1, 0, 2, 27)) return 0;
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((((uint64_t)hi << 32) | lo) & mask) == mask;
+}
+#endif
+
+// CPUID traps to the hypervisor in a VM: detect once. -1 unknown, 0 no, 1 yes.
+static int support[3] = {-1, -1, -1};
+
+int sigma_matmul_supported(sigma_matmul_kernel kernel) {
+    if ((unsigned)kernel > SIGMA_MATMUL_SCALAR) return 0;
+    int known = __atomic_load_n(&support[kernel], __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = kernel == SIGMA_MATMUL_SCALAR;
+#if defined(__x86_64__)
+        if (kernel == SIGMA_MATMUL_AVX2) known = cpu_bit(7, 0, 1, 5) && xcr0_has(0x6);
+        if (kernel == SIGMA_MATMUL_AVX512) known = cpu_bit(7, 0, 1, 16) && cpu_bit(7, 0, 1, 17) && xcr0_has(0xe6);
+#endif
+        __atomic_store_n(&support[kernel], known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+
+sigma_matmul_kernel sigma_matmul_best(void) {
+    for (int kernel = SIGMA_MATMUL_AVX512; kernel < SIGMA_MATMUL_SCALAR; kernel++)
+        if (sigma_matmul_supported((sigma_matmul_kernel)kernel)) return (sigma_matmul_kernel)kernel;
+    return SIGMA_MATMUL_SCALAR;
+}
+
+void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
+                       size_t n, size_t row_begin, size_t row_end) {
+    if (!sigma_matmul_supported(kernel)) kernel = sigma_matmul_best();
+#if defined(__x86_64__)
+    if (kernel == SIGMA_MATMUL_AVX512) {
+        avx512_rows(a, b, c, k, n, row_begin, row_end);
+        return;
+    }
+    if (kernel == SIGMA_MATMUL_AVX2) {
+        avx2_rows(a, b, c, k, n, row_begin, row_end);
+        return;
+    }
+#endif
+    scalar_rows(a, b, c, k, n, row_begin, row_end, 0);
+}
