@@ -71,8 +71,8 @@ extension PartyContext {
         let share = (0..<x.count).map { i -> UInt64 in
             let xh = x.values[i]
             let yh = y.values[i]
-            let public_ = leads ? xh &* yh : 0
-            return (public_ &- xh &* maskY[i] &- maskX[i] &* yh &+ c[i]) & ring.mask
+            let publicTerm = leads ? xh &* yh : 0
+            return (publicTerm &- xh &* maskY[i] &- maskX[i] &* yh &+ c[i]) & ring.mask
         }
         return RingTensor(ring: ring, shape: x.shape, values: try reconstruct(share, bits: bits))
     }

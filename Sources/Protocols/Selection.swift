@@ -88,8 +88,8 @@ extension PartyContext {
         let constant = try keys.bits(x.count)
         let below = dpf.lessThan(at: x.values.map { $0 & low })
         let shares = (0..<x.count).map { i -> UInt8 in
-            let public_ = leads ? 1 ^ UInt8(x.values[i] >> UInt64(n - 1)) : 0
-            return public_ ^ constant[i] ^ below[i]
+            let publicTerm = leads ? 1 ^ UInt8(x.values[i] >> UInt64(n - 1)) : 0
+            return publicTerm ^ constant[i] ^ below[i]
         }
         return BitTensor(shape: x.shape, bits: try reconstructBits(shares))
     }
