@@ -24,17 +24,7 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
 
     static let tweaks: [UInt8] = (0..<4).flatMap { c in [UInt8(c)] + [UInt8](repeating: 0, count: 15) }
 
-    static let fixedKey: [UInt8] = {
-        let hex = "243F6A8885A308D313198A2E03707344"
-        var bytes: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex {
-            let next = hex.index(index, offsetBy: 2)
-            bytes.append(UInt8(hex[index..<next], radix: 16)!)
-            index = next
-        }
-        return bytes
-    }()
+    static let fixedKey: [UInt8] = hexadecimalBytes("243F6A8885A308D313198A2E03707344")
 
     /// A PRG running on `backend` (an unsupported backend silently runs on the best supported one).
     public init(backend: AESBackend) {
@@ -85,4 +75,18 @@ public final class FixedKeyPRG: @unchecked Sendable {  // immutable after init; 
             backend.cValue, state, UInt32(base), src.baseAddress!, left.baseAddress!,
             right.baseAddress!, src.count / 16)
     }
+}
+
+/// The bytes a string of hexadecimal digit pairs spells ("0a1B" → [0x0a, 0x1b]); traps on anything else, so it is
+/// for constants written in the source and in tests.
+func hexadecimalBytes(_ hex: String) -> [UInt8] {
+    precondition(hex.count % 2 == 0, "hexadecimal bytes come in digit pairs")
+    var bytes: [UInt8] = []
+    var index = hex.startIndex
+    while index < hex.endIndex {
+        let next = hex.index(index, offsetBy: 2)
+        bytes.append(UInt8(hex[index..<next], radix: 16)!)
+        index = next
+    }
+    return bytes
 }

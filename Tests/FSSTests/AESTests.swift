@@ -4,16 +4,7 @@ import Testing
 
 @testable import FSS
 
-func bytes(hex: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var i = hex.startIndex
-    while i < hex.endIndex {
-        let j = hex.index(i, offsetBy: 2)
-        out.append(UInt8(hex[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
+func bytes(hex: String) -> [UInt8] { hexadecimalBytes(hex) }
 
 func blocks(from raw: [UInt8]) -> [Block] {
     raw.withUnsafeBytes { r in (0..<raw.count / 16).map { r.loadUnaligned(fromByteOffset: 16 * $0, as: Block.self) } }
