@@ -49,6 +49,11 @@ public protocol RingBackend: AnyObject {
     /// α[2s0 + s1] · x + β[2s0 + s1] elementwise, for public coefficient tables α, β of four entries.
     func selectLinear(_ s0: BitTensor, _ s1: BitTensor, _ x: RingTensor, alpha: [UInt64], beta: [UInt64], output: Ring)
         throws -> RingTensor
+    /// T[x] for a b-bit x and a public table of 2^b entries (8 ≤ b ≤ 16 for speed; any b works).
+    func lookup(_ x: RingTensor, table: [UInt64], output: Ring) throws -> RingTensor
+    /// ReLU(x) − δ(|clip(x)|): GeLU or SiLU (`Activations.swift`), for x at the ring's scale with
+    /// |x| < 2^{n−f} − 2^{c+f−6}.
+    func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor
     /// x to the client alone: the client gets the values, everyone else nil.
     func revealToClient(_ x: RingTensor) throws -> [UInt64]?
 }

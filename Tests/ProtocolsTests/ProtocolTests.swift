@@ -192,3 +192,22 @@ struct ProtocolTests {
 }
 
 func ceilLog2(_ k: Int) -> Int { k <= 1 ? 0 : Int.bitWidth - (k - 1).leadingZeroBitCount }
+
+@Suite("Lookup tables")
+struct LookupTests {
+    @Test("T[x] equals the table for every input of small domains", arguments: [3, 7, 8, 10, 13])
+    func lookup(bits: Int) throws {
+        let input = Ring(bitwidth: bits, scale: 0)
+        let output = Ring(bitwidth: 50)
+        var values = TestValues(seed: UInt64(bits))
+        let table = (0..<(1 << bits)).map { _ in values.next() & output.mask }
+        let x = (0..<min(1 << bits, 600)).map { UInt64($0 * 7919 % (1 << bits)) } + [0, input.mask]
+        let runs = try runEverywhere { b -> RingTensor in
+            try b.lookup(try b.inputFromClient(x, shape: [x.count], ring: input), table: table, output: output)
+        }
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == runs.clear.values)
+        #expect(runs.clear.values == x.map { table[Int($0)] })
+        #expect(runs.p0Statistics.rounds == 1 + 2)  // input, then the sign and value together, then the output
+    }
+}
