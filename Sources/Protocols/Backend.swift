@@ -54,6 +54,8 @@ public protocol RingBackend: AnyObject {
     /// ReLU(x) − δ(|clip(x)|): GeLU or SiLU (`Activations.swift`), for x at the ring's scale with
     /// |x| < 2^{n−f} − 2^{c+f−6}.
     func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor
+    /// min(x ≫ s, 2^c − 1) for 0 ≤ x < 2^{n−1}, as a c-bit value (`Softmax.swift`).
+    func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
     /// x to the client alone: the client gets the values, everyone else nil.
     func revealToClient(_ x: RingTensor) throws -> [UInt64]?
 }

@@ -1,0 +1,221 @@
+import FSS
+import Foundation
+import Ring
+
+// Softmax (SIGMA §3.5): y_i = e^{x_i − max} / Σ_j e^{x_j − max}, row by row.
+//
+// 1. max by a comparison tree, in an effective ring of n − f + 2 bits;
+// 2. d = max − x ≥ 0, and e^{−d} from two 8-bit tables: d clipped to 16 bits at scale 12 is c1·2^8 + c0, and
+//    e^{−d} = e^{−c1/16} · e^{−c0/4096}. The low byte c0 = d mod 2^8 needs no clipping (beyond the clip the high
+//    table entry is already 0), so its masked value is simply x̂ mod 2^8; c1 = min(d ≫ 8, 255) comes from
+//    `clippedShift`; the two table values are multiplied and truncated (GapARS);
+// 3. the row sum, its inverse from a (⌈log2(k+1)⌉ + 6)-bit table after a truncation by f − 6, and the product.
+//
+// A causal mode takes only the lower triangle (row i has i + 1 entries) and returns the full k × k matrix with
+// zeros above the diagonal.
+
+private let clippedShiftTag = GateTag("CSHF")
+
+extension Cleartext {
+    public func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor {
+        let output = Ring(bitwidth: c, scale: 0)
+        let limit = UInt64((1 << c) - 1)
+        return RingTensor(ring: output, shape: x.shape, values: x.values.map { min($0 >> UInt64(s), limit) })
+    }
+}
+
+extension Dealer {
+    /// min(x ≫ s, 2^c − 1) for 0 ≤ x < 2^{n−1}: in one round the parties reveal the masked range bit
+    /// i = 1{x < 2^{c+s}} (one comparison on n − 1 bits) and the masked carry of the low s bits; in the next, the
+    /// output α·z + β with z = ⌊x̂/2^s⌋ − ⌊r/2^s⌋ − κ mod 2^c and (α, β) = (1, 0) in range, (0, 2^c − 1) beyond,
+    /// prepared by the dealer for each of the four public (î, κ̂).
+    public func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        let r = x.values
+        let count = x.count
+        let outputMask: UInt64 = (1 << UInt64(c)) - 1
+        try beginGate(clippedShiftTag, count: count)
+        let low: UInt64 = (1 << UInt64(n - 1)) - 1
+        let comparison = DPF.generate(alphas: r.map { $0 & low }, inputBits: n - 1, random: &random)
+        try p0.dpf(comparison.p0)
+        try p1.dpf(comparison.p1)
+        let rangeMasks = randomBits(count)
+        // i = 1 − DReLU(x − 2^{c+s}) = MSB(x̂') ⊕ MSB(r) ⊕ 1{x̂'_low < r_low}
+        try shareBits((0..<count).map { UInt8(r[$0] >> UInt64(n - 1)) ^ rangeMasks[$0] })
+        let carryMasks = try maskedComparisonKeys(alphas: r.map { $0 & ((1 << UInt64(s)) - 1) }, bits: s)
+        let outputMasks = randomWords(count, bits: c)
+        for combo in 0..<4 {
+            let (revealedRange, revealedCarry) = (UInt8(combo >> 1), UInt8(combo & 1))
+            let inRange = (0..<count).map { revealedRange ^ rangeMasks[$0] }
+            try share(inRange.map { UInt64($0) }, bits: c)
+            try share(
+                (0..<count).map { i -> UInt64 in
+                    if inRange[i] == 0 { return (outputMask &+ outputMasks[i]) & outputMask }
+                    let carry = UInt64(revealedCarry ^ carryMasks[i])
+                    return (outputMasks[i] &- (r[i] >> UInt64(s)) &- carry) & outputMask
+                }, bits: c)
+        }
+        return RingTensor(ring: Ring(bitwidth: c, scale: 0), shape: x.shape, values: outputMasks)
+    }
+}
+
+extension PartyContext {
+    public func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor {
+        let n = x.ring.bitwidth
+        let count = x.count
+        let outputMask: UInt64 = (1 << UInt64(c)) - 1
+        try keys.expectGate(clippedShiftTag, count: count)
+        let comparison = try keys.dpf()
+        let rangeConstant = try keys.bits(count)
+        let carryKeys = try keys.dpf()
+        let carryMaskShares = try keys.bits(count)
+        let low: UInt64 = (1 << UInt64(n - 1)) - 1
+        let bound = UInt64(1) << UInt64(c + s)
+        let shifted = x.values.map { ($0 &- bound) & x.ring.mask }
+        let below = comparison.lessThan(at: shifted.map { $0 & low })
+        let carries = carryKeys.lessThan(at: x.values.map { $0 & ((1 << UInt64(s)) - 1) })
+        var bits: [UInt64] = []
+        bits.reserveCapacity(2 * count)
+        for i in 0..<count {
+            let range = (leads ? UInt8(shifted[i] >> UInt64(n - 1)) : 0) ^ rangeConstant[i] ^ below[i]
+            bits += [UInt64(range), UInt64(carries[i] ^ carryMaskShares[i])]
+        }
+        let revealed = try reconstruct(bits, bits: 1)
+        var slope = [UInt64](repeating: 0, count: count)
+        var offset = slope
+        for combo in 0..<4 {
+            let slopes = try keys.words(count, bits: c)
+            let offsets = try keys.words(count, bits: c)
+            for i in 0..<count where Int(revealed[2 * i]) << 1 | Int(revealed[2 * i + 1]) == combo {
+                slope[i] = slopes[i]
+                offset[i] = offsets[i]
+            }
+        }
+        let shares = (0..<count).map { i in (slope[i] &* (x.values[i] >> UInt64(s)) &+ offset[i]) & outputMask }
+        return RingTensor(ring: Ring(bitwidth: c, scale: 0), shape: x.shape, values: try reconstruct(shares, bits: c))
+    }
+}
+
+/// The tables of softmax at scale f.
+public enum SoftmaxTables {
+    /// e^{−i/16} (the high byte of d at scale 12, i.e. d = i·2^8 / 2^12).
+    public static func highExp(scale f: Int) -> [UInt64] {
+        (0..<256).map { UInt64((exp(-Double($0 << 8) / Double(1 << f)) * Double(1 << f)).rounded()) }
+    }
+
+    /// e^{−i/2^f} (the low byte).
+    public static func lowExp(scale f: Int) -> [UInt64] {
+        (0..<256).map { UInt64((exp(-Double($0) / Double(1 << f)) * Double(1 << f)).rounded()) }
+    }
+
+    /// 2^{f+6} / i at scale f, for a row sum at scale 6 (index 0 cannot occur: the sum is at least 1).
+    public static func inverse(bits q: Int, scale f: Int) -> [UInt64] {
+        (0..<(1 << q)).map { $0 == 0 ? 0 : UInt64((Double(1 << (f + 6)) / Double($0)).rounded()) }
+    }
+}
+
+extension RingBackend {
+    /// The maximum of each row, for rows of the given lengths laid end to end (each ≥ 1), as a comparison tree:
+    /// max(a, b) = b + ReLU(a − b), ⌈log2 k⌉ levels of two rounds. Exact when every |value| < 2^{n−2}.
+    public func maxRows(_ x: RingTensor, rowLengths: [Int]) throws -> RingTensor {
+        precondition(rowLengths.allSatisfy { $0 >= 1 } && rowLengths.reduce(0, +) == x.count, "rows must tile x")
+        var rows: [[UInt64]] = []
+        var start = 0
+        for length in rowLengths {
+            rows.append(Array(x.values[start..<(start + length)]))
+            start += length
+        }
+        while rows.contains(where: { $0.count > 1 }) {
+            var left: [UInt64] = []
+            var right: [UInt64] = []
+            for row in rows {
+                for p in 0..<(row.count / 2) {
+                    left.append(row[2 * p])
+                    right.append(row[2 * p + 1])
+                }
+            }
+            let a = RingTensor(ring: x.ring, shape: [left.count], values: left)
+            let b = RingTensor(ring: x.ring, shape: [right.count], values: right)
+            let larger = add(b, try relu(subtract(a, b))).values
+            var next = 0
+            rows = rows.map { row in
+                var merged = Array(larger[next..<(next + row.count / 2)])
+                next += row.count / 2
+                if row.count % 2 == 1 { merged.append(row[row.count - 1]) }
+                return merged
+            }
+        }
+        return RingTensor(ring: x.ring, shape: [rows.count], values: rows.map { $0[0] })
+    }
+
+    /// The maximum of each row of length `rowLength`.
+    public func maxRows(_ x: RingTensor, rowLength: Int) throws -> RingTensor {
+        precondition(rowLength >= 1 && x.count % rowLength == 0, "rows must divide the tensor")
+        return try maxRows(x, rowLengths: [Int](repeating: rowLength, count: x.count / rowLength))
+    }
+
+    /// e^{−d} at scale f for 0 ≤ d (at scale f, in a ring of at least 17 bits), clipped to 0 beyond d = 2^{16−f}·…
+    /// (16 at f = 12): two 8-bit tables and a product.
+    public func negativeExp(_ d: RingTensor, output: Ring) throws -> RingTensor {
+        let f = output.scale
+        let high = try clippedShift(d, by: 8, bits: 8)
+        let low = d.converted(to: Ring(bitwidth: 8, scale: 0))
+        let highValue = try lookup(high, table: SoftmaxTables.highExp(scale: f), output: output)
+        let lowValue = try lookup(low, table: SoftmaxTables.lowExp(scale: f), output: output)
+        return try gapARS(try mul(highValue, lowValue), by: f)
+    }
+
+    /// Softmax of each row of x (n bits, scale f); rows of the given lengths laid end to end. Rows may have any
+    /// length from 1 to 1024. Inputs must satisfy |x| < 2^{n−f}.
+    public func softmax(_ x: RingTensor, rowLengths: [Int]) throws -> RingTensor {
+        let ring = x.ring
+        let f = ring.scale
+        precondition(rowLengths.allSatisfy { (1...1024).contains($0) }, "rows of 1 to 1024 entries")
+        let effective = Ring(bitwidth: ring.bitwidth - f + 2, scale: f)
+        let scores = x.converted(to: effective)
+        let maxima = try maxRows(scores, rowLengths: rowLengths)
+        var rowOf: [Int] = []
+        for (row, length) in rowLengths.enumerated() { rowOf += repeatElement(row, count: length) }
+        let broadcastMax = RingTensor(ring: effective, shape: x.shape, values: rowOf.map { maxima.values[$0] })
+        let d = subtract(broadcastMax, scores)
+        let e = try negativeExp(d, output: ring)
+        // Row sums (local), each in [1, k] at scale f; the inverse table is indexed by the sum at scale 6.
+        let longest = rowLengths.max() ?? 1
+        let sumBits = f + Int((Double(longest + 1)).log2Ceiling)
+        var sums = [UInt64](repeating: 0, count: rowLengths.count)
+        for (i, row) in rowOf.enumerated() { sums[row] &+= e.values[i] }
+        let sumTensor = RingTensor(ring: ring, shape: [rowLengths.count], values: sums)
+            .converted(to: Ring(bitwidth: sumBits, scale: f))
+        let index = try truncateReduce(sumTensor, by: f - 6)
+        let inverse = try lookup(
+            index, table: SoftmaxTables.inverse(bits: index.ring.bitwidth, scale: f), output: ring)
+        let broadcastInverse = RingTensor(ring: ring, shape: x.shape, values: rowOf.map { inverse.values[$0] })
+        return try gapARS(try mul(e, broadcastInverse), by: f)
+    }
+
+    /// Softmax of the rows of a k × k matrix, either whole or causal: then x holds only the lower triangle (row i
+    /// has i + 1 entries, k(k+1)/2 in all) and the result is the full matrix with zeros above the diagonal.
+    public func softmax(_ x: RingTensor, rows k: Int, causal: Bool) throws -> RingTensor {
+        guard causal else { return try softmax(x, rowLengths: [Int](repeating: k, count: x.count / k)) }
+        precondition(x.count % (k * (k + 1) / 2) == 0, "a causal input holds whole lower triangles")
+        let matrices = x.count / (k * (k + 1) / 2)
+        let lengths = (0..<matrices).flatMap { _ in (1...k).map { $0 } }
+        let packed = try softmax(x, rowLengths: lengths)
+        var full = [UInt64](repeating: 0, count: matrices * k * k)
+        var next = 0
+        for matrix in 0..<matrices {
+            for row in 0..<k {
+                for column in 0...row {
+                    full[matrix * k * k + row * k + column] = packed.values[next]
+                    next += 1
+                }
+            }
+        }
+        return RingTensor(ring: x.ring, shape: [matrices * k, k], values: full)
+    }
+}
+
+extension Double {
+    /// ⌈log2(self)⌉ for self ≥ 1.
+    var log2Ceiling: Double { Foundation.log2(self).rounded(.up) }
+}
