@@ -56,6 +56,10 @@ public protocol RingBackend: AnyObject {
     func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor
     /// min(x ≫ s, 2^c − 1) for 0 ≤ x < 2^{n−1}, as a c-bit value (`Softmax.swift`).
     func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
+    /// Σ x² over rows of `k`, revealed per row only (`Norms.swift`).
+    func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor
+    /// 1/√v from the 13-bit float form of v, 1 ≤ v < 2^{n−1} (`Norms.swift`).
+    func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor
     /// x to the client alone: the client gets the values, everyone else nil.
     func revealToClient(_ x: RingTensor) throws -> [UInt64]?
 }

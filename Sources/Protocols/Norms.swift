@@ -1,0 +1,247 @@
+import FSS
+import Foundation
+import Ring
+
+// LayerNorm and RMSNorm (SIGMA §3.5, App. H), with the reciprocal square root computed here as one protocol (the
+// reference hands this step to a second, CPU library).
+
+private let sumOfSquaresTag = GateTag("SSQR")
+private let reciprocalSqrtTag = GateTag("RSQT")
+
+/// The table of 1/√(s/k) from the 13-bit float form of v = s + 1: v ≈ 2^e·(1 + m/128) with a 6-bit exponent e and
+/// a 7-bit mantissa m, index m·64 + e.
+public struct ReciprocalSqrtTable: Sendable {
+    /// T[m·64 + e] = round(2^{outputScale} · √(k·2^{inputScale} / v)), at the midpoint of the index's bucket
+    /// v ∈ [2^e(1 + m/128), 2^e(1 + (m+1)/128)), which halves the mantissa's error (the reference tabulates the
+    /// bucket's start).
+    public let table: [UInt64]
+
+    /// For s at scale `inputScale` summed over `count` values, the output 1/√(s/count) at scale `outputScale`.
+    public init(count: Int, inputScale: Int, outputScale: Int) {
+        table = (0..<(1 << 13)).map { index in
+            let (m, e) = (index >> 6, index & 63)
+            let v = Foundation.pow(2, Double(e)) * (1 + (Double(m) + 0.5) / 128)
+            let value =
+                Foundation.pow(2, Double(outputScale))
+                * (Double(count) * Foundation.pow(2, Double(inputScale)) / v).squareRoot()
+            return UInt64(min(value.rounded(), Double(UInt64(1) << 62)))
+        }
+    }
+}
+
+extension Cleartext {
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
+        let rows = x.count / k
+        let sums = (0..<rows).map { row in
+            (0..<k).reduce(UInt64(0)) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & x.ring.mask
+        }
+        return RingTensor(ring: x.ring, shape: [rows], values: sums)
+    }
+
+    public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
+        let n = v.ring.bitwidth
+        let values = v.values.map { value -> UInt64 in
+            let bits = 64 - value.leadingZeroBitCount  // k' with 2^{k'−1} ≤ v < 2^{k'}
+            let normalized = value << UInt64(n - bits)  // in [2^{n−1}, 2^n)
+            let mantissa = (normalized >> UInt64(n - 8)) & 127
+            return table.table[Int(mantissa) * 64 + (bits - 1)]
+        }
+        return RingTensor(ring: v.ring, shape: v.shape, values: values)
+    }
+}
+
+extension Dealer {
+    /// Σ_j x_j² per row, revealed per row only: x² = x̂² − 2r·x̂ + r², so the dealer shares r (per element) and
+    /// Σ r² + r_out (per row), and the parties sum their shares before the one reveal.
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
+        let ring = x.ring
+        let rows = x.count / k
+        try beginGate(sumOfSquaresTag, count: x.count)
+        let outputMasks = randomWords(rows, ring: ring)
+        try share(x.values, bits: ring.bitwidth)
+        try share(
+            (0..<rows).map { row in
+                (0..<k).reduce(outputMasks[row]) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & ring.mask
+            }, bits: ring.bitwidth)
+        return RingTensor(ring: ring, shape: [rows], values: outputMasks)
+    }
+
+    /// 1/√ from the 13-bit float form (see `PartyContext.reciprocalSqrt`), for 1 ≤ v < 2^{n−1}.
+    public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
+        let ring = v.ring
+        let n = ring.bitwidth
+        let r = v.values
+        let count = v.count
+        let levels = n - 2  // b_j for j = 1 ... n − 2
+        try beginGate(reciprocalSqrtTag, count: count)
+        // Round 1: b_j = 1{v < 2^j} = MSB(v − 2^j), from one key at n − 2 shifts.
+        let low: UInt64 = (1 << UInt64(n - 1)) - 1
+        let comparison = DPF.generate(alphas: r.map { $0 & low }, inputBits: n - 1, random: &random)
+        try p0.dpf(comparison.p0)
+        try p1.dpf(comparison.p1)
+        let bitMasks = randomBits(count * levels)
+        try shareBits((0..<(count * levels)).map { UInt8(r[$0 / levels] >> UInt64(n - 1)) ^ bitMasks[$0] })
+        try share(bitMasks.map { UInt64($0) }, bits: n)
+        // Round 2: u = v·2^{n−k'} needs r·b_j: shares of r and of r·m_j.
+        try share(r, bits: n)
+        try share((0..<(count * levels)).map { (r[$0 / levels] &* UInt64(bitMasks[$0])) & ring.mask }, bits: n)
+        let normalizedMasks = randomWords(count, ring: ring)
+        try share(normalizedMasks, bits: n)
+        // Round 3: the carry of the low n − 8 bits of û.
+        let carryMasks = try maskedComparisonKeys(
+            alphas: normalizedMasks.map { $0 & ((1 << UInt64(n - 8)) - 1) }, bits: n - 8)
+        // Round 4: the index m·64 + e, with m = (û ≫ (n−8)) − (r_u ≫ (n−8)) − κ mod 128.
+        let indexMasks = randomWords(count, bits: 13)
+        let candidate = { (revealed: UInt8) in
+            (0..<count).map { i -> UInt64 in
+                let m = 0 &- (normalizedMasks[i] >> UInt64(n - 8)) &- UInt64(revealed ^ carryMasks[i])
+                return (m &* 64 &+ indexMasks[i]) & 8191
+            }
+        }
+        try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: 13)
+        // Rounds 5 and 6: the table.
+        let outputMasks = try lookupKeys(masks: indexMasks, inputBits: 13, output: ring)
+        return RingTensor(ring: ring, shape: v.shape, values: outputMasks)
+    }
+}
+
+extension PartyContext {
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
+        let ring = x.ring
+        let rows = x.count / k
+        try keys.expectGate(sumOfSquaresTag, count: x.count)
+        let masks = try keys.words(x.count, bits: ring.bitwidth)
+        let constant = try keys.words(rows, bits: ring.bitwidth)
+        let shares = (0..<rows).map { row -> UInt64 in
+            var sum = constant[row]
+            for j in 0..<k {
+                let xh = x.values[row * k + j]
+                sum = sum &+ (leads ? xh &* xh : 0) &- 2 &* masks[row * k + j] &* xh
+            }
+            return sum & ring.mask
+        }
+        return RingTensor(ring: ring, shape: [rows], values: try reconstruct(shares, bits: ring.bitwidth))
+    }
+
+    /// 1/√v in six rounds:
+    ///
+    /// 1. the masked bits b_j = 1{v < 2^j} (j = 1 … n−2) from one DPF key at n − 2 shifts. With b_0 = 0 and
+    ///    b_{n−1} = 1, the bit count k' of v is Σ(1 − b_j) + 1 and 2^{n−k'} = Σ_j (b_j − b_{j−1})·2^{n−j}: both
+    ///    linear in the b_j, so their shares are local once b̂_j is public;
+    /// 2. u = v·2^{n−k'} ∈ [2^{n−1}, 2^n) = v̂·P − r·P, with r·b_j from the dealer's shares of r and r·m_j;
+    /// 3. the masked carry of the low n − 8 bits of û;
+    /// 4. the 13-bit index m·64 + (k' − 1);
+    /// 5, 6. the table.
+    public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
+        let ring = v.ring
+        let n = ring.bitwidth
+        let count = v.count
+        let levels = n - 2
+        let vh = v.values
+        try keys.expectGate(reciprocalSqrtTag, count: count)
+        let comparison = try keys.dpf()
+        let constants = try keys.bits(count * levels)
+        let bitMaskShares = try keys.words(count * levels, bits: n)
+        let maskShares = try keys.words(count, bits: n)
+        let productShares = try keys.words(count * levels, bits: n)
+        let normalizedMaskShares = try keys.words(count, bits: n)
+        // Round 1.
+        let low: UInt64 = (1 << UInt64(n - 1)) - 1
+        let shifts = (1...levels).map { (UInt64(0) &- (1 << UInt64($0))) & low }
+        let below = comparison.lessThan(inputs: vh.map { $0 & low }, shifts: shifts)
+        let bitShares = (0..<(count * levels)).map { index -> UInt64 in
+            let shifted = (vh[index / levels] &- (1 << UInt64(index % levels + 1))) & ring.mask
+            return UInt64((leads ? UInt8(shifted >> UInt64(n - 1)) : 0) ^ constants[index] ^ below[index])
+        }
+        let bits = try reconstruct(bitShares, bits: 1)
+        // Round 2: arithmetic shares of b_j and r·b_j, then P, e and u.
+        var normalized = [UInt64](repeating: 0, count: count)
+        var exponent = [UInt64](repeating: 0, count: count)
+        for i in 0..<count {
+            // Index j = 0 … n − 1 with the public ends b_0 = 0 and b_{n−1} = 1.
+            var b = [UInt64](repeating: 0, count: n)
+            var rb = [UInt64](repeating: 0, count: n)
+            b[n - 1] = leads ? 1 : 0
+            rb[n - 1] = maskShares[i]
+            for j in 1...levels {
+                let index = i * levels + j - 1
+                let revealed = bits[index]
+                let flip = revealed == 0 ? UInt64(1) : ring.mask  // 1 − 2·b̂_j
+                b[j] = (leads ? revealed : 0) &+ bitMaskShares[index] &* flip
+                rb[j] = revealed &* maskShares[i] &+ productShares[index] &* flip
+            }
+            var power: UInt64 = 0
+            var maskedPower: UInt64 = 0
+            var count: UInt64 = 0
+            for j in 1..<n {
+                power = power &+ (b[j] &- b[j - 1]) &* (1 << UInt64(n - j))
+                maskedPower = maskedPower &+ (rb[j] &- rb[j - 1]) &* (1 << UInt64(n - j))
+            }
+            for j in 1...levels { count = count &- b[j] }
+            exponent[i] = (leads ? UInt64(levels) : 0) &+ count  // k' − 1 = Σ(1 − b_j); reduced with the index, mod 2^13
+            normalized[i] = (vh[i] &* power &- maskedPower &+ normalizedMaskShares[i]) & ring.mask
+        }
+        let u = try reconstruct(normalized, bits: n)
+        // Round 3.
+        let carries = try maskedComparison(u.map { $0 & ((1 << UInt64(n - 8)) - 1) }, bits: n - 8)
+        // Round 4.
+        let picked = try pickCandidates(carries, bits: 13)
+        let indexShares = (0..<count).map { i in
+            ((leads ? (u[i] >> UInt64(n - 8)) &* 64 : 0) &+ picked[i] &+ exponent[i]) & 8191
+        }
+        let index = try reconstruct(indexShares, bits: 13)
+        // Rounds 5 and 6.
+        let shares = try lookupShares(index, table: table.table, output: ring)
+        return RingTensor(ring: ring, shape: v.shape, values: try reconstruct(shares, bits: n))
+    }
+}
+
+extension RingBackend {
+    /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by a faithful ARS, z = x − μ, s = Σ z² (revealed per row),
+    /// t = 1/√(s/k) from the 13-bit float form, q = GapARS(z·t), then GapARS(q·γ + β) with γ at scale f and β at
+    /// scale 2f. x, γ, β at scale f in n bits.
+    public func layerNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor) throws -> RingTensor {
+        let ring = x.ring
+        let f = ring.scale
+        let rows = x.count / k
+        var sums = [UInt64](repeating: 0, count: rows)
+        for i in 0..<x.count { sums[i / k] &+= x.values[i] }
+        let rowSums = RingTensor(ring: ring, shape: [rows], values: sums)
+        let mean: RingTensor
+        if k & (k - 1) == 0 {
+            mean = try faithfulARS(rowSums, by: k.trailingZeroBitCount)
+        } else {
+            mean = try faithfulARS(multiply(rowSums, byConstant: UInt64((1 << f) / k)), by: f)
+        }
+        let z = subtract(x, broadcastRows(mean, rowLength: k))
+        return try normalize(z, rowLength: k, gamma: gamma, beta: beta)
+    }
+
+    /// RMSNorm: LayerNorm without the mean and without β.
+    public func rmsNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor) throws -> RingTensor {
+        try normalize(x, rowLength: k, gamma: gamma, beta: nil)
+    }
+
+    func normalize(_ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?) throws -> RingTensor {
+        let ring = z.ring
+        let f = ring.scale
+        let squares = try sumOfSquares(z, rowLength: k)
+        let table = ReciprocalSqrtTable(count: k, inputScale: 2 * f, outputScale: f)
+        let t = try reciprocalSqrt(addConstant(squares, [UInt64](repeating: 1, count: squares.count)), table: table)
+        let q = try gapARS(try mul(z, broadcastRows(t, rowLength: k)), by: f)
+        var scaled = try mul(q, broadcastColumns(gamma, rows: z.count / k))
+        if let beta { scaled = add(scaled, broadcastColumns(beta, rows: z.count / k)) }
+        return try gapARS(scaled, by: f)
+    }
+
+    /// Each row's value repeated over the row (local: masks repeat like values).
+    public func broadcastRows(_ x: RingTensor, rowLength k: Int) -> RingTensor {
+        RingTensor(ring: x.ring, shape: [x.count * k], values: x.values.flatMap { repeatElement($0, count: k) })
+    }
+
+    /// A row vector repeated over `rows` rows (local).
+    public func broadcastColumns(_ x: RingTensor, rows: Int) -> RingTensor {
+        RingTensor(
+            ring: x.ring, shape: [rows * x.count], values: Array([[UInt64]](repeating: x.values, count: rows).joined()))
+    }
+}
