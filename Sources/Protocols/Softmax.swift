@@ -162,7 +162,7 @@ extension RingBackend {
         let low = d.converted(to: Ring(bitwidth: 8, scale: 0))
         let highValue = try lookup(high, table: SoftmaxTables.highExp(scale: f), output: output)
         let lowValue = try lookup(low, table: SoftmaxTables.lowExp(scale: f), output: output)
-        return try gapARS(try mul(highValue, lowValue), by: f)
+        return try roundingShift(try mul(highValue, lowValue), by: f)
     }
 
     /// Softmax of each row of x (n bits, scale f); rows of the given lengths laid end to end. Rows may have any
@@ -181,16 +181,25 @@ extension RingBackend {
         let e = try negativeExp(d, output: ring)
         // Row sums (local), each in [1, k] at scale f; the inverse table is indexed by the sum at scale 6.
         let longest = rowLengths.max() ?? 1
-        let sumBits = f + Int((Double(longest + 1)).log2Ceiling)
+        let sumBits = f + Int((Double(longest + 2)).log2Ceiling)  // room for k·2^f plus the rounding half
         var sums = [UInt64](repeating: 0, count: rowLengths.count)
         for (i, row) in rowOf.enumerated() { sums[row] &+= e.values[i] }
         let sumTensor = RingTensor(ring: ring, shape: [rowLengths.count], values: sums)
             .converted(to: Ring(bitwidth: sumBits, scale: f))
-        let index = try truncateReduce(sumTensor, by: f - 6)
+        // Round the sum to 6 fractional bits rather than flooring it (a public constant: no cost): the inverse is
+        // then within 1/(128·S) relative instead of 1/(64·S).
+        let rounded = addConstant(sumTensor, [UInt64](repeating: 1 << UInt64(f - 7), count: sumTensor.count))
+        let index = try truncateReduce(rounded, by: f - 6)
         let inverse = try lookup(
             index, table: SoftmaxTables.inverse(bits: index.ring.bitwidth, scale: f), output: ring)
         let broadcastInverse = RingTensor(ring: ring, shape: x.shape, values: rowOf.map { inverse.values[$0] })
-        return try gapARS(try mul(e, broadcastInverse), by: f)
+        return try roundingShift(try mul(e, broadcastInverse), by: f)
+    }
+
+    /// GapARS after adding half of the dropped unit (a public constant, so free): rounds to nearest instead of
+    /// flooring, which removes the half-unit bias per element that would otherwise add up along a row.
+    func roundingShift(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        try gapARS(addConstant(x, [UInt64](repeating: 1 << UInt64(f - 1), count: x.count)), by: f)
     }
 
     /// Softmax of the rows of a k × k matrix, either whole or causal: then x holds only the lower triangle (row i

@@ -19,6 +19,7 @@ let usage = """
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
+      accuracy [--write FILE]       each non-linear function against float64 (the table in docs/accuracy.md)
       help                          show this text
     """
 
@@ -55,6 +56,14 @@ do {
             "--threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)
         let result = FSSBenchmark.run(settings) { printError($0) }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench fss"))
+    case "accuracy":
+        let options = Options(arguments.dropFirst(), flags: [], values: ["--write"])
+        let report = try AccuracyReport.markdown()
+        if let path = options.string("--write") {
+            try report.write(toFile: path, atomically: true, encoding: .utf8)
+            printError("wrote \(path)")
+        }
+        print(report)
     case "help", "--help", "-h", nil:
         print(usage)
     default:
