@@ -145,5 +145,10 @@ enum KeyBytes: Sendable {
         }
     }
 
-    var array: [UInt8] { withUnsafeBytes { Array($0) } }
+    var array: [UInt8] {
+        switch self {
+        case .owned(let array): array
+        case .viewed: withUnsafeBytes { Array($0) }
+        }
+    }
 }

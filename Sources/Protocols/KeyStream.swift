@@ -124,7 +124,7 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
 
     public func words(_ count: Int, bits: Int) throws(KeyStreamError) -> [UInt64] {
         let bytes = try take(BitPacking.byteCount(count: count, bits: bits))
-        guard let values = BitPacking.unpack(Array(bytes)[...], count: count, bits: bits) else {
+        guard let values = BitPacking.unpack(bytes, count: count, bits: bits) else {
             throw .exhausted(needed: count, available: 0)
         }
         return values

@@ -178,7 +178,8 @@ extension PartyContext {
                 maskedPower = maskedPower &+ (rb[j] &- rb[j - 1]) &* (1 << UInt64(n - j))
             }
             for j in 1...levels { count = count &- b[j] }
-            exponent[i] = (leads ? UInt64(levels) : 0) &+ count  // k' − 1 = Σ(1 − b_j); reduced with the index, mod 2^13
+            // k' − 1 = Σ(1 − b_j); a share, so it is reduced only with the whole index (mod 2^13).
+            exponent[i] = (leads ? UInt64(levels) : 0) &+ count
             normalized[i] = (vh[i] &* power &- maskedPower &+ normalizedMaskShares[i]) & ring.mask
         }
         let u = try reconstruct(normalized, bits: n)

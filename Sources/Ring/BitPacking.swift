@@ -45,24 +45,45 @@ public enum BitPacking {
 
     /// Unpacks `count` values of `bits` bits from `bytes`, which must hold exactly their packed size.
     public static func unpack(_ bytes: ArraySlice<UInt8>, count: Int, bits: Int) -> [UInt64]? {
+        bytes.withUnsafeBytes { unpack($0, count: count, bits: bits) }
+    }
+
+    /// The same, reading the packed bytes in place (a mapped key file, a received message).
+    public static func unpack(_ bytes: UnsafeRawBufferPointer, count: Int, bits: Int) -> [UInt64]? {
         guard (1...64).contains(bits), bytes.count == byteCount(count: count, bits: bits) else { return nil }
-        var result = [UInt64](repeating: 0, count: count)
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) &- 1
-        var padded = Array(bytes)
-        padded.append(contentsOf: repeatElement(0, count: 16))
-        padded.withUnsafeBytes { raw in
-            for i in 0..<count {
+        return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
+            // Whole 8-byte loads while they stay inside the buffer (plus one spill byte), bytewise at the end.
+            let fast = bytes.count >= 9 ? count : 0
+            var i = 0
+            while i < fast {
                 let bit = i * bits
-                let lo = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: bit / 8, as: UInt64.self))
+                let byte = bit / 8
+                if byte + 9 > bytes.count { break }
                 let shift = UInt64(bit % 8)
-                var v = lo >> shift
-                if shift + UInt64(bits) > 64 {
-                    let hi = UInt64(raw[bit / 8 + 8])
-                    v |= hi << (64 - shift)
-                }
+                var v = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: byte, as: UInt64.self)) >> shift
+                if shift + UInt64(bits) > 64 { v |= UInt64(bytes[byte + 8]) << (64 - shift) }
                 result[i] = v & mask
+                i += 1
             }
+            while i < count {
+                let bit = i * bits
+                var v: UInt64 = 0
+                var taken = 0
+                var byte = bit / 8
+                var offset = bit % 8
+                while taken < bits {
+                    let available = min(8 - offset, bits - taken)
+                    let piece = (UInt64(bytes[byte]) >> UInt64(offset)) & ((1 << UInt64(available)) - 1)
+                    v |= piece << UInt64(taken)
+                    taken += available
+                    byte += 1
+                    offset = 0
+                }
+                result[i] = v
+                i += 1
+            }
+            initialized = count
         }
-        return result
     }
 }

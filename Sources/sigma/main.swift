@@ -17,6 +17,7 @@ let usage = """
                                     run one inference (P1, holds the input) and print the output
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
+      bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
       accuracy [--write FILE]       each non-linear function against float64 (the table in docs/accuracy.md)
@@ -36,6 +37,10 @@ do {
     case "client":
         try Roles.client(
             Options(arguments.dropFirst(), flags: ["--json"], values: ["--keys", "--connect", "--input", "--timeout"]))
+    case "bench" where arguments.count >= 2 && arguments[1] == "layers":
+        let options = Options(arguments[2...], flags: ["--json"], values: [])
+        let result = try LayerBenchmark.run { printError($0) }
+        print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench layers"))
     case "bench" where arguments.count >= 2 && arguments[1] == "protocols":
         let options = Options(arguments[2...], flags: ["--json"], values: ["--elements", "--threads"])
         var settings = ProtocolBenchmark.Options()
