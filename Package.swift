@@ -29,6 +29,7 @@ let package = Package(
     products: [
         .executable(name: "sigma", targets: ["sigma"]),
         .library(name: "FSS", targets: ["FSS"]),
+        .library(name: "SigmaRuntime", targets: ["Ring", "Protocols", "Transport", "Models"]),
     ],
     targets: [
         .target(name: "CSigmaKernels", cSettings: cKernelFlags),
