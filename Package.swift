@@ -19,9 +19,9 @@ import PackageDescription
 /// by CPUID, so the same binary runs on CPUs (and under valgrind) without VAES or AVX-512.
 let cKernelFlags: [CSetting] = [.unsafeFlags(["-O3"])]
 
-/// The FSS layer's Swift loops (leaf parities, correction-word tables, key generation) sit on the hot path
-/// of every protocol; at -Onone they run 10-100x slower, which would make `swift test` crawl. -O here
-/// keeps debug builds usable; assertions still come from the test target.
+/// The Swift loops of the FSS, ring, protocol and model layers (key generation, share arithmetic, the float
+/// reference's products) sit on the hot path of every protocol and test; at -Onone they run 10-100x slower, which
+/// would make `swift test` crawl. -O here keeps debug builds usable; assertions still come from the test targets.
 let hotSwiftFlags: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
 let package = Package(
@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Ring", dependencies: ["CRingKernels"], swiftSettings: hotSwiftFlags),
         .target(name: "Protocols", dependencies: ["FSS", "Ring"], swiftSettings: hotSwiftFlags),
         .target(name: "Transport", dependencies: ["Protocols", "Ring"]),
-        .target(name: "Models", dependencies: ["Protocols", "Ring"]),
+        .target(name: "Models", dependencies: ["Protocols", "Ring"], swiftSettings: hotSwiftFlags),
         .target(
             name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels", "Ring", "Protocols", "Transport"],
             swiftSettings: hotSwiftFlags),
