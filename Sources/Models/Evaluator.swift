@@ -1,24 +1,39 @@
 import Protocols
 import Ring
 
-/// A linear layer y = x·W + b: the server holds W (in × out, row-major) and b; everyone else knows only the shape.
+/// A linear layer y = x·W (+ b): the server holds W (in × out, row-major) and b; everyone else knows only the
+/// shape and whether there is a bias.
 public struct LinearLayer: Sendable {
     public let inputs: Int
     public let outputs: Int
     public let weights: [Float]?
     public let bias: [Float]?
+    public let hasBias: Bool
 
-    public init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?) {
+    public init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?, hasBias: Bool? = nil) {
         precondition(weights.map { $0.count == inputs * outputs } ?? true, "weights must be inputs × outputs")
         precondition(bias.map { $0.count == outputs } ?? true, "one bias per output")
         self.inputs = inputs
         self.outputs = outputs
         self.weights = weights
         self.bias = bias
+        self.hasBias = hasBias ?? (bias != nil)
     }
 
     /// The same layer without its values, as the dealer and the client see it.
-    public var shapeOnly: LinearLayer { LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil) }
+    public var shapeOnly: LinearLayer {
+        LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: hasBias)
+    }
+}
+
+/// A vector of weights held by the server (nil values elsewhere), such as a norm's γ.
+public struct WeightVector: Sendable {
+    public let values: [Float]?
+    public let count: Int
+    public init(_ values: [Float]?, count: Int) {
+        self.values = values
+        self.count = count
+    }
 }
 
 /// What a model is written against, once: the float reference, the cleartext fixed-point reference, the dealer
@@ -32,6 +47,34 @@ public protocol Evaluator {
     func relu(_ x: Tensor) throws -> Tensor
     /// The output, to the client alone (nil elsewhere).
     func output(_ x: Tensor) throws -> [Double]?
+    /// Token embeddings of the client's ids (`count` tokens) from the server's table [vocabulary × width]; the
+    /// returned table tensor can serve again as a tied output layer.
+    func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (embedded: Tensor, table: Tensor)
+    /// A [rows × width] table of the server's, as a tensor (an untied output layer).
+    func serverTable(_ table: WeightVector, width: Int) throws -> Tensor
+    /// x + the server's rows (`rows` × width), such as learned position embeddings.
+    func addServerRows(_ x: Tensor, _ rows: WeightVector, width: Int) throws -> Tensor
+    /// x · tableᵀ for a [vocabulary × width] table tensor from `embed` (a tied output layer).
+    func logits(_ x: Tensor, table: Tensor, rows: Int, width: Int, vocabulary: Int) throws -> Tensor
+    func add(_ x: Tensor, _ y: Tensor) -> Tensor
+    /// x ⊙ y, at the model's scale.
+    func multiply(_ x: Tensor, _ y: Tensor) throws -> Tensor
+    func layerNorm(_ x: Tensor, width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws -> Tensor
+    func rmsNorm(_ x: Tensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> Tensor
+    func gelu(_ x: Tensor) throws -> Tensor
+    func silu(_ x: Tensor) throws -> Tensor
+    /// RoPE on x [rows × heads·headDim].
+    func rotary(_ x: Tensor, heads: Int, headDim: Int, theta: Double) throws -> Tensor
+    /// Multi-head causal attention on q [rows × heads·headDim], k and v [rows × kvHeads·headDim]; scores scaled by
+    /// 1/√headDim when `scaled`; query i sees keys max(0, i − window + 1) … i.
+    func attention(
+        _ q: Tensor, _ k: Tensor, _ v: Tensor, rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
+        window: Int?
+    ) throws -> Tensor
+    /// The last of `rows` rows.
+    func lastRow(_ x: Tensor, rows: Int, width: Int) -> Tensor
+    /// Columns [start, start + count) of each row of width `width`.
+    func columns(_ x: Tensor, rows: Int, width: Int, start: Int, count: Int) -> Tensor
 }
 
 /// Real arithmetic in Double: the accuracy reference.
@@ -44,14 +87,14 @@ public struct FloatEvaluator: Evaluator {
     }
 
     public func linear(_ x: [Double], _ layer: LinearLayer, rows: Int) throws -> [Double] {
-        guard let w = layer.weights, let b = layer.bias else { throw ProtocolError.missingInput("the weights") }
+        guard let w = layer.weights else { throw ProtocolError.missingInput("the weights") }
         var y = [Double](repeating: 0, count: rows * layer.outputs)
         for r in 0..<rows {
-            for o in 0..<layer.outputs {
-                var sum = Double(b[o])
-                for i in 0..<layer.inputs { sum += x[r * layer.inputs + i] * Double(w[i * layer.outputs + o]) }
-                y[r * layer.outputs + o] = sum
+            for i in 0..<layer.inputs {
+                let xi = x[r * layer.inputs + i]
+                for o in 0..<layer.outputs { y[r * layer.outputs + o] += xi * Double(w[i * layer.outputs + o]) }
             }
+            if let b = layer.bias { for o in 0..<layer.outputs { y[r * layer.outputs + o] += Double(b[o]) } }
         }
         return y
     }
@@ -80,8 +123,12 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
         let doubled = Ring(bitwidth: ring.bitwidth, scale: 2 * ring.scale)
         let w = try backend.inputFromServer(
             layer.weights.map { ring.encode($0) }, shape: [layer.inputs, layer.outputs], ring: ring)
-        let b = try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
+        let b =
+            layer.hasBias
+            ? try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
+            : RingTensor(zeros: [layer.outputs], ring: ring)
         let product = try backend.matmul(x, w, m: rows, k: layer.inputs, n: layer.outputs, batch: 1)
+        guard layer.hasBias else { return try backend.faithfulARS(product, by: ring.scale) }
         let biasRows = RingTensor(
             ring: ring, shape: product.shape, values: (0..<product.count).map { b.values[$0 % layer.outputs] })
         return try backend.faithfulARS(backend.add(product, biasRows), by: ring.scale)

@@ -201,7 +201,9 @@ extension RingBackend {
     /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by a faithful ARS, z = x − μ, s = Σ z² (revealed per row),
     /// t = 1/√(s/k) from the 13-bit float form, q = GapARS(z·t), then GapARS(q·γ + β) with γ at scale f and β at
     /// scale 2f. x, γ, β at scale f in n bits.
-    public func layerNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor) throws -> RingTensor {
+    public func layerNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor, epsilon: Double = 0)
+        throws -> RingTensor
+    {
         let ring = x.ring
         let f = ring.scale
         let rows = x.count / k
@@ -215,20 +217,26 @@ extension RingBackend {
             mean = try faithfulARS(multiply(rowSums, byConstant: UInt64((1 << f) / k)), by: f)
         }
         let z = subtract(x, broadcastRows(mean, rowLength: k))
-        return try normalize(z, rowLength: k, gamma: gamma, beta: beta)
+        return try normalize(z, rowLength: k, gamma: gamma, beta: beta, epsilon: epsilon)
     }
 
     /// RMSNorm: LayerNorm without the mean and without β.
-    public func rmsNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor) throws -> RingTensor {
-        try normalize(x, rowLength: k, gamma: gamma, beta: nil)
+    public func rmsNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, epsilon: Double = 0) throws -> RingTensor
+    {
+        try normalize(x, rowLength: k, gamma: gamma, beta: nil, epsilon: epsilon)
     }
 
-    func normalize(_ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?) throws -> RingTensor {
+    func normalize(_ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?, epsilon: Double) throws
+        -> RingTensor
+    {
         let ring = z.ring
         let f = ring.scale
         let squares = try sumOfSquares(z, rowLength: k)
         let table = ReciprocalSqrtTable(count: k, inputScale: 2 * f, outputScale: f)
-        let t = try reciprocalSqrt(addConstant(squares, [UInt64](repeating: 1, count: squares.count)), table: table)
+        // ε·k at scale 2f (at least one unit, so the reciprocal square root never sees 0).
+        let epsilonTerm = UInt64(max(1, (epsilon * Double(k) * Double(1 << (2 * f))).rounded()))
+        let t = try reciprocalSqrt(
+            addConstant(squares, [UInt64](repeating: epsilonTerm, count: squares.count)), table: table)
         let q = try gapARS(try mul(z, broadcastRows(t, rowLength: k)), by: f)
         var scaled = try mul(q, broadcastColumns(gamma, rows: z.count / k))
         if let beta { scaled = add(scaled, broadcastColumns(beta, rows: z.count / k)) }

@@ -29,15 +29,15 @@ public struct RingTensor: Equatable, Sendable {
     /// The real values this tensor encodes.
     public func decoded() -> [Double] { ring.decode(values) }
 
-    /// Elementwise a + b mod 2^n.
+    /// Elementwise a + b mod 2^n; the result has a's shape (shapes are layout metadata: the counts must agree).
     public static func + (a: RingTensor, b: RingTensor) -> RingTensor {
-        precondition(a.ring == b.ring && a.shape == b.shape, "operands must share ring and shape")
+        precondition(a.ring.bitwidth == b.ring.bitwidth && a.count == b.count, "operands must share bitwidth and size")
         return RingTensor(ring: a.ring, shape: a.shape, values: zip(a.values, b.values).map { $0 &+ $1 })
     }
 
-    /// Elementwise a − b mod 2^n.
+    /// Elementwise a − b mod 2^n; the result has a's shape.
     public static func - (a: RingTensor, b: RingTensor) -> RingTensor {
-        precondition(a.ring == b.ring && a.shape == b.shape, "operands must share ring and shape")
+        precondition(a.ring.bitwidth == b.ring.bitwidth && a.count == b.count, "operands must share bitwidth and size")
         return RingTensor(ring: a.ring, shape: a.shape, values: zip(a.values, b.values).map { $0 &- $1 })
     }
 

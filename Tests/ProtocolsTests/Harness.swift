@@ -3,48 +3,20 @@ import Foundation
 import Protocols
 import Ring
 
-/// One computation run four ways: in cleartext, by the dealer, and by both parties over an in-process channel.
-struct Runs<Wire: Sendable>: Sendable {
+/// One computation run four ways (`InProcessRun`), with the names the protocol tests use.
+struct Runs<Wire: Sendable> {
     var clear: Wire
     var masks: Wire
     var p0: Wire
     var p1: Wire
     var p0Statistics: ChannelStatistics
-    var keyBytes: (p0: Int, p1: Int)
-}
-
-final class ResultSlot<T>: @unchecked Sendable {  // written before a semaphore signal, read after the wait
-    var value: Result<T, any Error>?
 }
 
 func runEverywhere<Wire: Sendable>(
     seed: UInt64 = 1, _ computation: @escaping @Sendable (any RingBackend) throws -> Wire
 ) throws -> Runs<Wire> {
-    let clear = try computation(Cleartext())
-    let sink0 = MemoryKeySink()
-    let sink1 = MemoryKeySink()
-    let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: seed))
-    let masks = try computation(dealer)
-    let (channel0, channel1) = LocalChannel.pair(timeout: 30)
-    let keys0 = sink0.bytes
-    let keys1 = sink1.bytes
-    let slot = ResultSlot<Wire>()
-    let done = DispatchSemaphore(value: 0)
-    Thread {
-        slot.value = Result {
-            try computation(PartyContext(party: .p0, keys: KeyStreamReader(copying: keys0), channel: channel0))
-        }
-        if case .failure = slot.value { channel0.close() }
-        done.signal()
-    }.start()
-    let p1 = Result {
-        try computation(PartyContext(party: .p1, keys: KeyStreamReader(copying: keys1), channel: channel1))
-    }
-    if case .failure = p1 { channel1.close() }
-    done.wait()
-    return Runs(
-        clear: clear, masks: masks, p0: try slot.value!.get(), p1: try p1.get(), p0Statistics: channel0.statistics,
-        keyBytes: (keys0.count, keys1.count))
+    let run = try InProcessRun(seed: seed, computation)
+    return Runs(clear: run.clear, masks: run.dealer, p0: run.server, p1: run.client, p0Statistics: run.statistics)
 }
 
 extension Runs where Wire == RingTensor {

@@ -1,0 +1,177 @@
+import Foundation
+
+/// Where a model's weights come from: the server's checkpoint, or (for the dealer and the client) nothing but the
+/// shapes, which the config gives.
+public final class WeightSource: @unchecked Sendable {  // immutable after init
+    let checkpoint: Checkpoint?
+
+    public init(checkpoint: Checkpoint?) { self.checkpoint = checkpoint }
+
+    /// A vector of `count` values (the first `count` of the tensor: position tables are cut to the prompt).
+    func vector(_ name: String, count: Int) throws -> WeightVector {
+        guard let checkpoint else { return WeightVector(nil, count: count) }
+        let values = try checkpoint.floats(name)
+        guard values.count >= count else {
+            throw CheckpointError.malformed(path: name, why: "fewer than \(count) values")
+        }
+        return WeightVector(values.count == count ? values : Array(values.prefix(count)), count: count)
+    }
+
+    enum Layout { case inputsByOutputs, outputsByInputs }
+
+    /// A linear layer stored [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear), as y = x·W (+ b).
+    func linear(_ name: String, bias: String?, inputs: Int, outputs: Int, layout: Layout) throws -> LinearLayer {
+        guard let checkpoint else {
+            return LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: bias != nil)
+        }
+        let stored = try checkpoint.floats(
+            name, shape: layout == .inputsByOutputs ? [inputs, outputs] : [outputs, inputs])
+        let weights =
+            layout == .inputsByOutputs
+            ? stored : (0..<(inputs * outputs)).map { stored[($0 % outputs) * inputs + $0 / outputs] }
+        return LinearLayer(
+            inputs: inputs, outputs: outputs, weights: weights,
+            bias: try bias.map { try checkpoint.floats($0, shape: [outputs]) })
+    }
+}
+
+/// A decoder-only transformer (GPT-2, GPT-Neo, Llama) as one graph, run by any `Evaluator`: the float reference,
+/// the fixed-point reference, the dealer and the parties. The whole model runs under 2PC: token and position
+/// embeddings, every block, the final norm and the output layer; the client receives the last position's logits.
+public struct DecoderModel: Sendable {
+    public let config: TransformerConfig
+    let weights: WeightSource
+
+    /// The server's model: config and weights from a HuggingFace folder.
+    public init(folder: String) throws {
+        config = try TransformerConfig(folder: folder)
+        guard config.architecture != .bert else {
+            throw CheckpointError.malformed(path: folder, why: "a decoder model is GPT-2, GPT-Neo or Llama")
+        }
+        weights = WeightSource(checkpoint: try Checkpoint(folder: folder))
+    }
+
+    /// The model as the dealer and the client know it: the config, no weights.
+    public init(shapesOf config: TransformerConfig) {
+        self.config = config
+        weights = WeightSource(checkpoint: nil)
+    }
+
+    /// The last position's logits for the client's `ids` (`count` tokens; nil ids except on the client).
+    public func lastLogits<E: Evaluator>(_ e: E, ids: [Int]?, count t: Int) throws -> [Double]? {
+        let c = config
+        let d = c.hidden
+        guard (1...c.positions).contains(t) else {
+            throw CheckpointError.malformed(path: "prompt", why: "\(t) tokens; the model takes 1 to \(c.positions)")
+        }
+        if let ids, !ids.allSatisfy({ (0..<c.vocabulary).contains($0) }) {
+            throw CheckpointError.malformed(path: "prompt", why: "a token id outside the vocabulary")
+        }
+        let llama = c.architecture == .llama
+        let table = try weights.vector(
+            llama ? "model.embed_tokens.weight" : "transformer.wte.weight", count: c.vocabulary * d)
+        var (x, embeddingTable) = try e.embed(ids, count: t, table: table, width: d)
+        if !llama { x = try e.addServerRows(x, try weights.vector("transformer.wpe.weight", count: t * d), width: d) }
+        for layer in 0..<c.layers {
+            x = llama ? try llamaBlock(e, x, t: t, layer: layer) : try gptBlock(e, x, t: t, layer: layer)
+        }
+        x =
+            llama
+            ? try e.rmsNorm(
+                x, width: d, gamma: try weights.vector("model.norm.weight", count: d), epsilon: c.normEpsilon)
+            : try e.layerNorm(
+                x, width: d, gamma: try weights.vector("transformer.ln_f.weight", count: d),
+                beta: try weights.vector("transformer.ln_f.bias", count: d), epsilon: c.normEpsilon)
+        let last = e.lastRow(x, rows: t, width: d)
+        let outputTable =
+            c.tiedEmbeddings
+            ? embeddingTable
+            : try e.serverTable(try weights.vector("lm_head.weight", count: c.vocabulary * d), width: d)
+        return try e.output(try e.logits(last, table: outputTable, rows: 1, width: d, vocabulary: c.vocabulary))
+    }
+
+    func gptBlock<E: Evaluator>(_ e: E, _ x: E.Tensor, t: Int, layer: Int) throws -> E.Tensor {
+        let c = config
+        let (d, ff) = (c.hidden, c.intermediate)
+        let p = "transformer.h.\(layer)."
+        let h = try e.layerNorm(
+            x, width: d, gamma: try weights.vector(p + "ln_1.weight", count: d),
+            beta: try weights.vector(p + "ln_1.bias", count: d),
+            epsilon: c.normEpsilon)
+        let q: E.Tensor, k: E.Tensor, v: E.Tensor, projection: LinearLayer, up: LinearLayer, down: LinearLayer
+        if c.architecture == .gpt2 {
+            let qkv = try e.linear(
+                h,
+                try weights.linear(
+                    p + "attn.c_attn.weight", bias: p + "attn.c_attn.bias", inputs: d, outputs: 3 * d,
+                    layout: .inputsByOutputs), rows: t)
+            q = e.columns(qkv, rows: t, width: 3 * d, start: 0, count: d)
+            k = e.columns(qkv, rows: t, width: 3 * d, start: d, count: d)
+            v = e.columns(qkv, rows: t, width: 3 * d, start: 2 * d, count: d)
+            projection = try weights.linear(
+                p + "attn.c_proj.weight", bias: p + "attn.c_proj.bias", inputs: d, outputs: d, layout: .inputsByOutputs)
+            up = try weights.linear(
+                p + "mlp.c_fc.weight", bias: p + "mlp.c_fc.bias", inputs: d, outputs: ff, layout: .inputsByOutputs)
+            down = try weights.linear(
+                p + "mlp.c_proj.weight", bias: p + "mlp.c_proj.bias", inputs: ff, outputs: d, layout: .inputsByOutputs)
+        } else {
+            let a = p + "attn.attention."
+            q = try e.linear(
+                h, try weights.linear(a + "q_proj.weight", bias: nil, inputs: d, outputs: d, layout: .outputsByInputs),
+                rows: t)
+            k = try e.linear(
+                h, try weights.linear(a + "k_proj.weight", bias: nil, inputs: d, outputs: d, layout: .outputsByInputs),
+                rows: t)
+            v = try e.linear(
+                h, try weights.linear(a + "v_proj.weight", bias: nil, inputs: d, outputs: d, layout: .outputsByInputs),
+                rows: t)
+            projection = try weights.linear(
+                a + "out_proj.weight", bias: a + "out_proj.bias", inputs: d, outputs: d, layout: .outputsByInputs)
+            up = try weights.linear(
+                p + "mlp.c_fc.weight", bias: p + "mlp.c_fc.bias", inputs: d, outputs: ff, layout: .outputsByInputs)
+            down = try weights.linear(
+                p + "mlp.c_proj.weight", bias: p + "mlp.c_proj.bias", inputs: ff, outputs: d, layout: .outputsByInputs)
+        }
+        let local =
+            c.architecture == .gptNeo && c.attentionLayers.indices.contains(layer)
+            && c.attentionLayers[layer] == "local"
+        let context = try e.attention(
+            q, k, v, rows: t, heads: c.heads, kvHeads: c.heads, headDim: c.headDim, scaled: c.architecture == .gpt2,
+            window: local ? c.localWindow : nil)
+        var y = e.add(x, try e.linear(context, projection, rows: t))
+        let h2 = try e.layerNorm(
+            y, width: d, gamma: try weights.vector(p + "ln_2.weight", count: d),
+            beta: try weights.vector(p + "ln_2.bias", count: d),
+            epsilon: c.normEpsilon)
+        y = e.add(y, try e.linear(try e.gelu(try e.linear(h2, up, rows: t)), down, rows: t))
+        return y
+    }
+
+    func llamaBlock<E: Evaluator>(_ e: E, _ x: E.Tensor, t: Int, layer: Int) throws -> E.Tensor {
+        let c = config
+        let (d, ff, kv) = (c.hidden, c.intermediate, c.keyValueHeads * c.headDim)
+        let p = "model.layers.\(layer)."
+        let h = try e.rmsNorm(
+            x, width: d, gamma: try weights.vector(p + "input_layernorm.weight", count: d), epsilon: c.normEpsilon)
+        let linear = { (name: String, inputs: Int, outputs: Int) in
+            try weights.linear(p + name, bias: nil, inputs: inputs, outputs: outputs, layout: .outputsByInputs)
+        }
+        let q = try e.rotary(
+            try e.linear(h, try linear("self_attn.q_proj.weight", d, d), rows: t), heads: c.heads, headDim: c.headDim,
+            theta: c.ropeTheta)
+        let k = try e.rotary(
+            try e.linear(h, try linear("self_attn.k_proj.weight", d, kv), rows: t), heads: c.keyValueHeads,
+            headDim: c.headDim, theta: c.ropeTheta)
+        let v = try e.linear(h, try linear("self_attn.v_proj.weight", d, kv), rows: t)
+        let context = try e.attention(
+            q, k, v, rows: t, heads: c.heads, kvHeads: c.keyValueHeads, headDim: c.headDim, scaled: true, window: nil)
+        var y = e.add(x, try e.linear(context, try linear("self_attn.o_proj.weight", d, d), rows: t))
+        let h2 = try e.rmsNorm(
+            y, width: d, gamma: try weights.vector(p + "post_attention_layernorm.weight", count: d),
+            epsilon: c.normEpsilon)
+        let gate = try e.silu(try e.linear(h2, try linear("mlp.gate_proj.weight", d, ff), rows: t))
+        let up = try e.linear(h2, try linear("mlp.up_proj.weight", d, ff), rows: t)
+        y = e.add(y, try e.linear(try e.multiply(gate, up), try linear("mlp.down_proj.weight", ff, d), rows: t))
+        return y
+    }
+}
