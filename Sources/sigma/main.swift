@@ -10,7 +10,11 @@ let usage = """
       demo                          secure inference of the built-in MLP: dealer, server and client as three
                                     processes over loopback TCP, checked against the cleartext reference
       run [--input v,…] [--json]    the same, with your input
-      dealer --keys DIR             write DIR/server.key and DIR/client.key for one inference
+      run --model DIR --prompt TEXT [--max-new-tokens N] [--bits n] [--json]
+                                    generate text with a HuggingFace GPT-2 / GPT-Neo / Llama folder, one secure
+                                    inference (fresh keys, three processes) per new token, streamed
+      dealer --keys DIR [--model DIR --tokens T]
+                                    write DIR/server.key and DIR/client.key for one inference
       server --keys FILE [--host ADDR] [--port P] [--timeout S]
                                     serve one inference (P0, holds the weights); prints only statistics
       client --keys FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
@@ -28,15 +32,23 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 do {
     switch arguments.first {
     case "demo", "run":
-        try Run.run(Options(arguments.dropFirst(), flags: ["--json"], values: ["--input"]))
+        let options = Options(
+            arguments.dropFirst(), flags: ["--json"],
+            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits"])
+        if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
     case "dealer":
-        try Roles.dealer(Options(arguments.dropFirst(), flags: [], values: ["--keys"]))
+        try Roles.dealer(
+            Options(arguments.dropFirst(), flags: [], values: ["--keys", "--model", "--tokens", "--bits"]))
     case "server":
         try Roles.server(
-            Options(arguments.dropFirst(), flags: [], values: ["--keys", "--host", "--port", "--timeout"]))
+            Options(
+                arguments.dropFirst(), flags: [],
+                values: ["--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits"]))
     case "client":
         try Roles.client(
-            Options(arguments.dropFirst(), flags: ["--json"], values: ["--keys", "--connect", "--input", "--timeout"]))
+            Options(
+                arguments.dropFirst(), flags: ["--json"],
+                values: ["--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }

@@ -65,3 +65,39 @@ struct DecoderTests {
         #expect(run.client != nil && run.client == run.clear)
     }
 }
+
+@Suite("Secure text generation", .serialized)
+struct GenerationTests {
+    @Test("sigma run --model: three processes per token generate the cleartext fixed-point greedy tokens")
+    func generation() throws {
+        let folder = modelFolder("gpt2-tiny")
+        let prompt = "$ gcloud alpha"
+        let (status, output, errors) = try sigma([
+            "run", "--model", folder, "--prompt", prompt, "--max-new-tokens", "2", "--json",
+        ])
+        #expect(status == 0, "\(errors)")
+        let report = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+        let tokens = report?["tokens"] as? [Int] ?? []
+        // The same greedy decoding in cleartext fixed point, in this process.
+        let model = try DecoderModel(folder: folder)
+        let tokenizer = try GPT2Tokenizer(folder: folder)
+        var ids = tokenizer.encode(prompt)
+        for _ in 0..<2 {
+            let logits = try ringLogits(
+                Cleartext(), model: model, ids: ids, count: ids.count, ring: Ring(bitwidth: 50, scale: 12))!
+            ids.append(logits.indices.max { logits[$0] < logits[$1] }!)
+        }
+        #expect(tokens == ids)
+        #expect((report?["rounds"] as? Int ?? 0) > 0 && (report?["online_seconds"] as? Double ?? 0) > 0)
+    }
+
+    @Test("a prompt longer than the model's positions and an unknown folder are clear errors")
+    func badRequests() throws {
+        let folder = modelFolder("gpt2-tiny")
+        let long = String(repeating: "word ", count: 300)
+        let (status, _, errors) = try sigma(["run", "--model", folder, "--prompt", long, "--max-new-tokens", "1"])
+        #expect(status != 0 && errors.contains("exceeds the model's 256 positions"), "\(errors)")
+        let missing = try sigma(["run", "--model", "/nonexistent", "--prompt", "hi"])
+        #expect(missing.0 != 0 && missing.2.contains("cannot read"), "\(missing.2)")
+    }
+}

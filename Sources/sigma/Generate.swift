@@ -1,0 +1,119 @@
+import Foundation
+import Models
+import SigmaBench
+
+/// `sigma run --model DIR --prompt TEXT --max-new-tokens N`: greedy generation, one secure inference per new
+/// token with fresh keys; the dealer, the server and the client run as three processes over loopback TCP.
+enum Generate {
+    static func run(_ options: Options) throws {
+        let folder = options.required("--model")
+        let prompt = options.required("--prompt")
+        let newTokens = options.integer("--max-new-tokens", default: 8, range: 1...4096)
+        let config = try TransformerConfig(folder: folder)
+        guard config.architecture != .bert else {
+            throw RoleError("BERT models embed text (`--text`); generation needs GPT-2, GPT-Neo or Llama")
+        }
+        let tokenizer = try GPT2Tokenizer(folder: folder)
+        var ids = tokenizer.encode(prompt)
+        guard !ids.isEmpty else { throw RoleError("the prompt has no tokens") }
+        guard ids.count + newTokens - 1 <= config.positions else {
+            throw RoleError(
+                "the prompt has \(ids.count) tokens; with \(newTokens) new ones that exceeds the model's \(config.positions) positions"
+            )
+        }
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
+        let base = NSTemporaryDirectory() + "sigma-generate-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let bits = options.string("--bits").map { ["--bits", $0] } ?? []
+        var totals = (online: 0.0, keygen: 0.0, sent: 0, received: 0, rounds: 0, clientKeys: 0, serverKeys: 0)
+        var last: [String: Any] = [:]
+        let json = options.has("--json")
+        if !json { FileHandle.standardOutput.write(Data(prompt.utf8)) }
+        for step in 0..<newTokens {
+            let directory = base + "/\(step)"
+            let model = ["--model", folder, "--tokens", String(ids.count)] + bits
+            let keygenStart = Date()
+            let dealerLog = Pipe()
+            let dealer = try Run.spawn(executable, ["dealer", "--keys", directory] + model, stderr: dealerLog)
+            let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            dealer.waitUntilExit()
+            guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
+            totals.keygen += Date().timeIntervalSince(keygenStart)
+            totals.serverKeys += fileSize(directory + "/server.key")
+            totals.clientKeys += fileSize(directory + "/client.key")
+            let serverLog = Pipe()
+            let server = try Run.spawn(
+                executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + model, stderr: serverLog)
+            guard let port = try Run.readPort(from: serverLog.fileHandleForReading) else {
+                server.terminate()
+                throw RoleError("the server did not start")
+            }
+            let clientOutput = Pipe()
+            let clientErrors = Pipe()
+            let client = try Run.spawn(
+                executable,
+                [
+                    "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--ids",
+                    ids.map(String.init).joined(separator: ","),
+                ] + model,
+                stdout: clientOutput, stderr: clientErrors)
+            let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
+            let errors = String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            client.waitUntilExit()
+            server.waitUntilExit()
+            guard client.terminationStatus == 0, server.terminationStatus == 0,
+                let report = try? JSONSerialization.jsonObject(with: result) as? [String: Any],
+                let next = report["next_token"] as? Int
+            else {
+                throw RoleError("step \(step + 1) failed: \(errors.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            try? FileManager.default.removeItem(atPath: directory)
+            totals.online += report["online_seconds"] as? Double ?? 0
+            totals.sent += report["bytes_sent"] as? Int ?? 0
+            totals.received += report["bytes_received"] as? Int ?? 0
+            totals.rounds += report["rounds"] as? Int ?? 0
+            let before = tokenizer.decode(ids)
+            ids.append(next)
+            last = report
+            if json {
+                printError("step \(step + 1)/\(newTokens): token \(next)")
+            } else {
+                let text = tokenizer.decode(ids)
+                FileHandle.standardOutput.write(Data(String(text.dropFirst(before.count)).utf8))
+            }
+        }
+        if json {
+            print(
+                JSONValue.object([
+                    ("tokens", .array(ids.map { .integer($0) })),
+                    ("text", .string(tokenizer.decode(ids))),
+                    ("next_token", .integer(last["next_token"] as? Int ?? -1)),
+                    ("top5", .array((last["top5"] as? [Int] ?? []).map { .integer($0) })),
+                    ("top5_logits", .array((last["top5_logits"] as? [Double] ?? []).map { .number($0) })),
+                    ("online_seconds", .number(totals.online)),
+                    ("keygen_seconds", .number(totals.keygen)),
+                    (
+                        "bytes_sent",
+                        .object([("server", .integer(totals.received)), ("client", .integer(totals.sent))])
+                    ),
+                    ("rounds", .integer(totals.rounds)),
+                    (
+                        "key_bytes",
+                        .object([("server", .integer(totals.serverKeys)), ("client", .integer(totals.clientKeys))])
+                    ),
+                ]).text)
+        } else {
+            print("")
+            printError(
+                "sigma: \(newTokens) tokens, each a secure inference (dealer, server, client as processes over TCP): "
+                    + "online \(String(format: "%.2f", totals.online)) s, keys \(String(format: "%.2f", totals.keygen)) s, "
+                    + "client sent \(totals.sent) B and received \(totals.received) B in \(totals.rounds) rounds")
+        }
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+    }
+}

@@ -1,0 +1,70 @@
+import FSS
+import Foundation
+import Models
+import Protocols
+import Ring
+
+/// What a dealer/server/client run computes: the built-in MLP, or a decoder model from a HuggingFace folder on a
+/// prompt of a given (public) length.
+enum Job {
+    case mlp
+    case decoder(folder: String, tokens: Int, bits: Int?)
+
+    init(_ options: Options) {
+        guard let folder = options.string("--model") else {
+            self = .mlp
+            return
+        }
+        self = .decoder(
+            folder: folder, tokens: options.integer("--tokens", default: 0, range: 0...1_000_000),
+            bits: options.string("--bits").map { _ in options.integer("--bits", default: 50, range: 32...64) })
+    }
+
+    /// The ring: the reference's bitwidth for the architecture (GPT-2 50, GPT-Neo 51, Llama 48, BERT 50), f = 12.
+    func ring(_ config: TransformerConfig?) -> Ring {
+        guard case .decoder(_, _, let bits) = self, let config else { return MLP.demo().ring }
+        let standard =
+            [TransformerConfig.Architecture.gpt2: 50, .gptNeo: 51, .llama: 48, .bert: 50][config.architecture] ?? 50
+        return Ring(bitwidth: bits ?? standard, scale: 12)
+    }
+
+    func config() throws -> TransformerConfig? {
+        guard case .decoder(let folder, _, _) = self else { return nil }
+        return try TransformerConfig(folder: folder)
+    }
+
+    /// A 32-byte name of the computation, compared by both parties before anything secret moves.
+    func fingerprint() throws -> [UInt8] {
+        guard case .decoder(_, let tokens, _) = self, let config = try config() else { return MLP.demo().fingerprint }
+        let ring = ring(config)
+        let text =
+            "decoder;\(config.architecture.rawValue);L=\(config.layers);d=\(config.hidden);h=\(config.heads);"
+            + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);t=\(tokens);n=\(ring.bitwidth);f=\(ring.scale)"
+        return (0..<4).flatMap { lane -> [UInt8] in
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(lane)
+            for byte in text.utf8 {
+                h ^= UInt64(byte)
+                h = h &* 0x100_0000_01b3
+            }
+            return (0..<8).map { UInt8(truncatingIfNeeded: h >> UInt64(8 * $0)) }
+        }
+    }
+
+    /// Runs the computation on `backend`; `weights` only on the server, `input` only on the client.
+    func run<B: RingBackend>(_ backend: B, party: Party?, input: [Double]?) throws -> [Double]? {
+        switch self {
+        case .mlp:
+            let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
+            return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
+        case .decoder(let folder, let tokens, _):
+            let config = try TransformerConfig(folder: folder)
+            guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
+            let model = party == .p0 ? try DecoderModel(folder: folder) : DecoderModel(shapesOf: config)
+            if let input, input.count != tokens {
+                throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
+            }
+            return try model.lastLogits(
+                RingEvaluator(backend, ring: ring(config)), ids: input.map { $0.map { Int($0) } }, count: tokens)
+        }
+    }
+}
