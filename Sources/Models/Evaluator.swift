@@ -65,12 +65,16 @@ public protocol Evaluator {
     func silu(_ x: Tensor) throws -> Tensor
     /// RoPE on x [rows × heads·headDim].
     func rotary(_ x: Tensor, heads: Int, headDim: Int, theta: Double) throws -> Tensor
-    /// Multi-head causal attention on q [rows × heads·headDim], k and v [rows × kvHeads·headDim]; scores scaled by
-    /// 1/√headDim when `scaled`; query i sees keys max(0, i − window + 1) … i.
+    /// Multi-head attention on q [rows × heads·headDim], k and v [rows × kvHeads·headDim]; scores scaled by
+    /// 1/√headDim when `scaled`; causal: query i sees keys max(0, i − window + 1) … i; otherwise every key.
     func attention(
         _ q: Tensor, _ k: Tensor, _ v: Tensor, rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
-        window: Int?
+        window: Int?, causal: Bool
     ) throws -> Tensor
+    /// GeLU with erf (BERT); `gelu` is the tanh form of GPT-2's `gelu_new`. The fixed-point table serves both.
+    func geluExact(_ x: Tensor) throws -> Tensor
+    /// The mean of the rows: [rows × width] → [1 × width].
+    func meanOfRows(_ x: Tensor, rows: Int, width: Int) throws -> Tensor
     /// The last of `rows` rows.
     func lastRow(_ x: Tensor, rows: Int, width: Int) -> Tensor
     /// Columns [start, start + count) of each row of width `width`.

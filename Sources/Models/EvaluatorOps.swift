@@ -85,9 +85,17 @@ extension FloatEvaluator {
         return out
     }
 
+    public func geluExact(_ x: [Double]) throws -> [Double] {
+        x.map { 0.5 * $0 * (1 + Foundation.erf($0 / 2.0.squareRoot())) }
+    }
+
+    public func meanOfRows(_ x: [Double], rows: Int, width: Int) throws -> [Double] {
+        (0..<width).map { c in (0..<rows).reduce(0.0) { $0 + x[$1 * width + c] } / Double(rows) }
+    }
+
     public func attention(
         _ q: [Double], _ k: [Double], _ v: [Double], rows t: Int, heads: Int, kvHeads: Int, headDim dh: Int,
-        scaled: Bool, window: Int?
+        scaled: Bool, window: Int?, causal: Bool
     ) throws -> [Double] {
         let width = heads * dh
         let kvWidth = kvHeads * dh
@@ -98,7 +106,8 @@ extension FloatEvaluator {
             let kvHead = head / group
             for i in 0..<t {
                 let first = window.map { max(0, i - $0 + 1) } ?? 0
-                var scores = (first...i).map { j in
+                let lastKey = causal ? i : t - 1
+                var scores = (first...lastKey).map { j in
                     (0..<dh).reduce(0.0) { $0 + q[i * width + head * dh + $1] * k[j * kvWidth + kvHead * dh + $1] }
                         * scale
                 }
@@ -191,9 +200,20 @@ extension RingEvaluator {
         try backend.rotary(x, heads: heads, headDim: headDim, base: theta)
     }
 
+    public func geluExact(_ x: RingTensor) throws -> RingTensor { try backend.gelu(x) }
+
+    /// Σ rows (local) times round(2^f / rows), then a faithful ARS by f.
+    public func meanOfRows(_ x: RingTensor, rows: Int, width: Int) throws -> RingTensor {
+        let sums = (0..<width).map { c in (0..<rows).reduce(UInt64(0)) { $0 &+ x.values[$1 * width + c] } }
+        let factor = UInt64((Double(1 << ring.scale) / Double(rows)).rounded())
+        return try backend.faithfulARS(
+            backend.multiply(RingTensor(ring: ring, shape: [1, width], values: sums), byConstant: factor),
+            by: ring.scale)
+    }
+
     public func attention(
         _ q: RingTensor, _ k: RingTensor, _ v: RingTensor, rows t: Int, heads: Int, kvHeads: Int,
-        headDim dh: Int, scaled: Bool, window: Int?
+        headDim dh: Int, scaled: Bool, window: Int?, causal: Bool
     ) throws -> RingTensor {
         let width = heads * dh
         let kvWidth = kvHeads * dh
@@ -223,8 +243,9 @@ extension RingEvaluator {
         for head in 0..<heads {
             for i in 0..<t {
                 let first = window.map { max(0, i - $0 + 1) } ?? 0
-                for j in first...i { packed.append(scaledScores.values[(head * t + i) * t + j]) }
-                lengths.append(i - first + 1)
+                let lastKey = causal ? i : t - 1
+                for j in first...lastKey { packed.append(scaledScores.values[(head * t + i) * t + j]) }
+                lengths.append(lastKey - first + 1)
             }
         }
         let probabilities = try backend.softmax(
@@ -234,7 +255,7 @@ extension RingEvaluator {
         for head in 0..<heads {
             for i in 0..<t {
                 let first = window.map { max(0, i - $0 + 1) } ?? 0
-                for j in first...i {
+                for j in first...(causal ? i : t - 1) {
                     full[(head * t + i) * t + j] = probabilities.values[next]
                     next += 1
                 }

@@ -7,12 +7,13 @@ import SigmaBench
 enum Generate {
     static func run(_ options: Options) throws {
         let folder = options.required("--model")
+        let config = try TransformerConfig(folder: folder)
+        if config.architecture == .bert { return try embed(options, folder: folder, config: config) }
+        guard options.string("--text") == nil else {
+            throw RoleError("--text is for BERT models; use --prompt to generate")
+        }
         let prompt = options.required("--prompt")
         let newTokens = options.integer("--max-new-tokens", default: 8, range: 1...4096)
-        let config = try TransformerConfig(folder: folder)
-        guard config.architecture != .bert else {
-            throw RoleError("BERT models embed text (`--text`); generation needs GPT-2, GPT-Neo or Llama")
-        }
         let tokenizer = try GPT2Tokenizer(folder: folder)
         var ids = tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw RoleError("the prompt has no tokens") }
@@ -110,6 +111,59 @@ enum Generate {
                 "sigma: \(newTokens) tokens, each a secure inference (dealer, server, client as processes over TCP): "
                     + "online \(String(format: "%.2f", totals.online)) s, keys \(String(format: "%.2f", totals.keygen)) s, "
                     + "client sent \(totals.sent) B and received \(totals.received) B in \(totals.rounds) rounds")
+        }
+    }
+
+    /// `sigma run --model BERT --text TEXT`: one secure inference; prints the L2-normalised mean-pooled embedding.
+    static func embed(_ options: Options, folder: String, config: TransformerConfig) throws {
+        let text = options.required("--text")
+        let ids = try WordPieceTokenizer(folder: folder).encode(text)
+        guard ids.count <= config.positions else {
+            throw RoleError("the text has \(ids.count) tokens; the model takes at most \(config.positions)")
+        }
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
+        let directory = NSTemporaryDirectory() + "sigma-embed-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let model =
+            ["--model", folder, "--tokens", String(ids.count)]
+            + (options.string("--bits").map { ["--bits", $0] } ?? [])
+        let dealerLog = Pipe()
+        let dealer = try Run.spawn(executable, ["dealer", "--keys", directory] + model, stderr: dealerLog)
+        let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        dealer.waitUntilExit()
+        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
+        let serverLog = Pipe()
+        let server = try Run.spawn(
+            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + model, stderr: serverLog)
+        guard let port = try Run.readPort(from: serverLog.fileHandleForReading) else {
+            server.terminate()
+            throw RoleError("the server did not start")
+        }
+        let clientOutput = Pipe()
+        let client = try Run.spawn(
+            executable,
+            [
+                "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--ids",
+                ids.map(String.init).joined(separator: ","),
+            ] + model, stdout: clientOutput)
+        let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        server.waitUntilExit()
+        guard client.terminationStatus == 0, server.terminationStatus == 0,
+            let report = try? JSONSerialization.jsonObject(with: result) as? [String: Any], report["embedding"] != nil
+        else { throw RoleError("the secure run failed") }
+        if options.has("--json") {
+            print(String(decoding: result, as: UTF8.self))
+        } else {
+            let embedding = report["embedding"] as? [Double] ?? []
+            print(
+                "embedding (\(embedding.count) values, L2-normalised): "
+                    + embedding.prefix(8).map { String(format: "%.4f", $0) }.joined(separator: " ") + " …")
+            printError(
+                "sigma: online \(String(format: "%.2f", report["online_seconds"] as? Double ?? 0)) s, \(report["rounds"] ?? 0) rounds"
+            )
         }
     }
 

@@ -10,6 +10,9 @@ enum Job {
     case mlp
     case decoder(folder: String, tokens: Int, bits: Int?)
 
+    /// Whether the model embeds text (BERT) rather than generating it.
+    var isEncoder: Bool { (try? config())??.architecture == .bert }
+
     init(_ options: Options) {
         guard let folder = options.string("--model") else {
             self = .mlp
@@ -59,12 +62,16 @@ enum Job {
         case .decoder(let folder, let tokens, _):
             let config = try TransformerConfig(folder: folder)
             guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
-            let model = party == .p0 ? try DecoderModel(folder: folder) : DecoderModel(shapesOf: config)
             if let input, input.count != tokens {
                 throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
             }
-            return try model.lastLogits(
-                RingEvaluator(backend, ring: ring(config)), ids: input.map { $0.map { Int($0) } }, count: tokens)
+            let ids = input.map { $0.map { Int($0) } }
+            if config.architecture == .bert {
+                let model = party == .p0 ? try EncoderModel(folder: folder) : EncoderModel(shapesOf: config)
+                return try model.pooledEmbedding(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
+            }
+            let model = party == .p0 ? try DecoderModel(folder: folder) : DecoderModel(shapesOf: config)
+            return try model.lastLogits(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
         }
     }
 }

@@ -103,7 +103,10 @@ enum Roles {
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
                 ("key_bytes", .integer(keys.payloadBytes)),
             ]
-            if case .decoder = job {
+            if job.isEncoder {
+                let norm = output.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                fields.insert(("embedding", .array(output.map { .number($0 / max(norm, 1e-12)) })), at: 0)
+            } else if case .decoder = job {
                 fields += [
                     ("next_token", .integer(top.first!)), ("top5", .array(top.map { .integer($0) })),
                     ("top5_logits", .array(top.map { .number(output[$0]) })),

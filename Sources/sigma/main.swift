@@ -13,6 +13,8 @@ let usage = """
       run --model DIR --prompt TEXT [--max-new-tokens N] [--bits n] [--json]
                                     generate text with a HuggingFace GPT-2 / GPT-Neo / Llama folder, one secure
                                     inference (fresh keys, three processes) per new token, streamed
+      run --model BERT_DIR --text TEXT [--json]
+                                    the sentence embedding of a BERT / MiniLM folder (mean pooling, L2)
       dealer --keys DIR [--model DIR --tokens T]
                                     write DIR/server.key and DIR/client.key for one inference
       server --keys FILE [--host ADDR] [--port P] [--timeout S]
@@ -34,7 +36,7 @@ do {
     case "demo", "run":
         let options = Options(
             arguments.dropFirst(), flags: ["--json"],
-            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits"])
+            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--text"])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
     case "dealer":
         try Roles.dealer(
