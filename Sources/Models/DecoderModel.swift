@@ -1,14 +1,42 @@
 import Foundation
 
-/// Where a model's weights come from: the server's checkpoint, or (for the dealer and the client) nothing but the
+/// Where a model's weights come from: the server's checkpoint, deterministic random weights of the right shapes
+/// (benchmarks of full-size models without their weights), or, for the dealer and the client, nothing but the
 /// shapes, which the config gives.
 public final class WeightSource: @unchecked Sendable {  // immutable after init
     let checkpoint: Checkpoint?
+    let randomSeed: UInt64?
 
-    public init(checkpoint: Checkpoint?) { self.checkpoint = checkpoint }
+    public init(checkpoint: Checkpoint?) {
+        self.checkpoint = checkpoint
+        randomSeed = nil
+    }
+
+    /// Random weights: norms' γ near 1, biases and β near 0, embeddings N-like with scale 0.02, matrices uniform in
+    /// ±1/√(inputs) — the magnitudes of trained models, so fixed-point ranges behave realistically.
+    public init(randomSeed: UInt64) {
+        checkpoint = nil
+        self.randomSeed = randomSeed
+    }
+
+    func random(_ name: String, count: Int, scale: Float, offset: Float = 0) -> [Float] {
+        var state =
+            randomSeed! ^ name.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return (0..<count).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return offset + scale * (Float(state >> 40) / Float(1 << 24) * 2 - 1)
+        }
+    }
 
     /// A vector of `count` values (the first `count` of the tensor: position tables are cut to the prompt).
     func vector(_ name: String, count: Int) throws -> WeightVector {
+        if randomSeed != nil {
+            let norm = name.contains("norm") || name.contains("ln_") || name.contains("LayerNorm")
+            if norm && name.hasSuffix("weight") {
+                return WeightVector(random(name, count: count, scale: 0.1, offset: 1), count: count)
+            }
+            return WeightVector(random(name, count: count, scale: name.hasSuffix("bias") ? 0.02 : 0.04), count: count)
+        }
         guard let checkpoint else { return WeightVector(nil, count: count) }
         let values = try checkpoint.floats(name)
         guard values.count >= count else {
@@ -21,6 +49,12 @@ public final class WeightSource: @unchecked Sendable {  // immutable after init
 
     /// A linear layer stored [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear), as y = x·W (+ b).
     func linear(_ name: String, bias: String?, inputs: Int, outputs: Int, layout: Layout) throws -> LinearLayer {
+        if randomSeed != nil {
+            return LinearLayer(
+                inputs: inputs, outputs: outputs,
+                weights: random(name, count: inputs * outputs, scale: 1 / Float(inputs).squareRoot()),
+                bias: bias.map { random($0, count: outputs, scale: 0.02) })
+        }
         guard let checkpoint else {
             return LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: bias != nil)
         }
@@ -55,6 +89,12 @@ public struct DecoderModel: Sendable {
     public init(shapesOf config: TransformerConfig) {
         self.config = config
         weights = WeightSource(checkpoint: nil)
+    }
+
+    /// The server's model with random weights of the config's shapes (benchmarks).
+    public init(config: TransformerConfig, randomWeights seed: UInt64) {
+        self.config = config
+        weights = WeightSource(randomSeed: seed)
     }
 
     /// The last position's logits for the client's `ids` (`count` tokens; nil ids except on the client).

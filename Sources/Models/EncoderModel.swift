@@ -20,6 +20,12 @@ public struct EncoderModel: Sendable {
         weights = WeightSource(checkpoint: nil)
     }
 
+    /// The server's model with random weights of the config's shapes (benchmarks).
+    public init(config: TransformerConfig, randomWeights seed: UInt64) {
+        self.config = config
+        weights = WeightSource(randomSeed: seed)
+    }
+
     /// Tensor names with or without the "bert." prefix of BertFor… checkpoints.
     func name(_ suffix: String) -> String {
         if let checkpoint = weights.checkpoint, checkpoint.shape(suffix) == nil,

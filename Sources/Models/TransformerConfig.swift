@@ -23,6 +23,53 @@ public struct TransformerConfig: Equatable, Sendable {
 
     public var headDim: Int { hidden / heads }
 
+    /// A configuration from its fields (for the named shapes below).
+    public init(
+        architecture: Architecture, layers: Int, hidden: Int, heads: Int, keyValueHeads: Int? = nil, intermediate: Int,
+        vocabulary: Int, positions: Int, normEpsilon: Double = 1e-5, ropeTheta: Double = 10_000,
+        attentionLayers: [String] = [], localWindow: Int = 256, tiedEmbeddings: Bool? = nil
+    ) {
+        self.architecture = architecture
+        self.layers = layers
+        self.hidden = hidden
+        self.heads = heads
+        self.keyValueHeads = keyValueHeads ?? heads
+        self.intermediate = intermediate
+        self.vocabulary = vocabulary
+        self.positions = positions
+        self.normEpsilon = normEpsilon
+        self.ropeTheta = ropeTheta
+        self.attentionLayers = attentionLayers
+        self.localWindow = localWindow
+        self.tiedEmbeddings = tiedEmbeddings ?? (architecture != .llama)
+    }
+
+    /// The reference's models by name (SIGMA §3.7), for benchmarks with random weights of the real shapes.
+    public static let named: [String: TransformerConfig] = [
+        "bert-tiny": TransformerConfig(
+            architecture: .bert, layers: 2, hidden: 128, heads: 2, intermediate: 512, vocabulary: 30522, positions: 512,
+            normEpsilon: 1e-12),
+        "bert-base": TransformerConfig(
+            architecture: .bert, layers: 12, hidden: 768, heads: 12, intermediate: 3072, vocabulary: 30522,
+            positions: 512,
+            normEpsilon: 1e-12),
+        "bert-large": TransformerConfig(
+            architecture: .bert, layers: 24, hidden: 1024, heads: 16, intermediate: 4096, vocabulary: 30522,
+            positions: 512, normEpsilon: 1e-12),
+        "gpt2": TransformerConfig(
+            architecture: .gpt2, layers: 12, hidden: 768, heads: 12, intermediate: 3072, vocabulary: 50257,
+            positions: 1024),
+        "gpt-neo-1.3b": TransformerConfig(
+            architecture: .gptNeo, layers: 24, hidden: 2048, heads: 16, intermediate: 8192, vocabulary: 50257,
+            positions: 2048, attentionLayers: (0..<24).map { $0 % 2 == 0 ? "global" : "local" }, localWindow: 256),
+        "llama2-7b": TransformerConfig(
+            architecture: .llama, layers: 32, hidden: 4096, heads: 32, intermediate: 11008, vocabulary: 32000,
+            positions: 4096),
+        "llama2-13b": TransformerConfig(
+            architecture: .llama, layers: 40, hidden: 5120, heads: 40, intermediate: 13824, vocabulary: 32000,
+            positions: 4096),
+    ]
+
     /// Reads `folder/config.json`; an unsupported `model_type` or a missing field is a clear error.
     public init(folder: String) throws {
         let path = folder + "/config.json"

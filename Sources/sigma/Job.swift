@@ -31,8 +31,17 @@ enum Job {
         return Ring(bitwidth: bits ?? standard, scale: 12)
     }
 
+    /// A named shape (bert-tiny … llama2-13b) when no folder of that name exists: random weights on the server.
+    var preset: TransformerConfig? {
+        guard case .decoder(let folder, _, _) = self, !FileManager.default.fileExists(atPath: folder) else {
+            return nil
+        }
+        return TransformerConfig.named[folder]
+    }
+
     func config() throws -> TransformerConfig? {
         guard case .decoder(let folder, _, _) = self else { return nil }
+        if let preset { return preset }
         return try TransformerConfig(folder: folder)
     }
 
@@ -60,18 +69,32 @@ enum Job {
             let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
             return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
         case .decoder(let folder, let tokens, _):
-            let config = try TransformerConfig(folder: folder)
+            guard let config = try config() else { throw RoleError("no model \(folder)") }
             guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
             if let input, input.count != tokens {
                 throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
             }
             let ids = input.map { $0.map { Int($0) } }
             if config.architecture == .bert {
-                let model = party == .p0 ? try EncoderModel(folder: folder) : EncoderModel(shapesOf: config)
+                let model =
+                    party != .p0
+                    ? EncoderModel(shapesOf: config)
+                    : preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder)
                 return try model.pooledEmbedding(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
             }
-            let model = party == .p0 ? try DecoderModel(folder: folder) : DecoderModel(shapesOf: config)
+            let model =
+                party != .p0
+                ? DecoderModel(shapesOf: config)
+                : preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder)
             return try model.lastLogits(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
         }
     }
+}
+
+/// This process's peak resident memory (VmHWM), in bytes.
+func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return 0 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
 }

@@ -30,9 +30,18 @@ enum Roles {
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
         _ = try job.run(dealer, party: nil, input: nil)
         for file in files { try file.finish() }
+        let elapsed = seconds(since: start)
         printError(
             "dealer: wrote \(files[0].path) (\(dealer.p0.bytesWritten) B) and \(files[1].path) "
-                + "(\(dealer.p1.bytesWritten) B) in \(String(format: "%.3f", seconds(since: start))) s")
+                + "(\(dealer.p1.bytesWritten) B) in \(String(format: "%.3f", elapsed)) s")
+        printError(
+            "stats: "
+                + JSONValue.object([
+                    ("role", .string("dealer")), ("keygen_seconds", .number(elapsed)),
+                    ("key_bytes_server", .integer(dealer.p0.bytesWritten)),
+                    ("key_bytes_client", .integer(dealer.p1.bytesWritten)),
+                    ("peak_rss_bytes", .integer(peakResidentBytes())),
+                ]).text)
     }
 
     /// Opens this party's key file and checks that it was made for this computation.
@@ -59,9 +68,17 @@ enum Roles {
         let start = DispatchTime.now()
         _ = try job.run(PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil)
         let stats = channel.statistics
+        let online = seconds(since: start)
         printError(
-            "server: done in \(String(format: "%.3f", seconds(since: start))) s, sent \(stats.bytesSent) B, "
+            "server: done in \(String(format: "%.3f", online)) s, sent \(stats.bytesSent) B, "
                 + "received \(stats.bytesReceived) B, \(stats.rounds) rounds")
+        printError(
+            "stats: "
+                + JSONValue.object([
+                    ("role", .string("server")), ("online_seconds", .number(online)),
+                    ("bytes_sent", .integer(stats.bytesSent)),
+                    ("rounds", .integer(stats.rounds)), ("peak_rss_bytes", .integer(peakResidentBytes())),
+                ]).text)
         channel.close()
     }
 
@@ -101,7 +118,7 @@ enum Roles {
             var fields: [(String, JSONValue)] = [
                 ("online_seconds", .number(online)), ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
-                ("key_bytes", .integer(keys.payloadBytes)),
+                ("key_bytes", .integer(keys.payloadBytes)), ("peak_rss_bytes", .integer(peakResidentBytes())),
             ]
             if job.isEncoder {
                 let norm = output.reduce(0) { $0 + $1 * $1 }.squareRoot()

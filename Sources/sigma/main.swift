@@ -23,6 +23,9 @@ let usage = """
                                     run one inference (P1, holds the input) and print the output
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
+      bench model --model NAME|DIR [--seq L] [--bits n] [--json]
+                                    dealer, server, client as processes with random weights of a named shape
+                                    (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
@@ -51,6 +54,8 @@ do {
             Options(
                 arguments.dropFirst(), flags: ["--json"],
                 values: ["--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits"]))
+    case "bench" where arguments.count >= 2 && arguments[1] == "model":
+        try ModelBench.run(Options(arguments[2...], flags: ["--json"], values: ["--model", "--seq", "--bits"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }
