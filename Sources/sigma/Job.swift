@@ -96,5 +96,7 @@ func peakResidentBytes() -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
         let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
     else { return 0 }
-    return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    // "VmHWM:\t  1234 kB": the padding vanishes for wide numbers, so split on any whitespace.
+    let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+    return (fields.count >= 2 ? Int(fields[1]) ?? 0 : 0) * 1024
 }
