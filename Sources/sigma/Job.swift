@@ -26,8 +26,12 @@ enum Job {
     /// The ring: the reference's bitwidth for the architecture (GPT-2 50, GPT-Neo 51, Llama 48, BERT 50), f = 12.
     func ring(_ config: TransformerConfig?) -> Ring {
         guard case .decoder(_, _, let bits) = self, let config else { return MLP.demo().ring }
+        // SIGMA §2: BERT-tiny 37 bits, BERT-base/large and GPT-2 50, GPT-Neo 51, Llama2 48.
+        let tiny = config.architecture == .bert && config.hidden <= 128 && config.layers <= 2
         let standard =
-            [TransformerConfig.Architecture.gpt2: 50, .gptNeo: 51, .llama: 48, .bert: 50][config.architecture] ?? 50
+            tiny
+            ? 37
+            : [TransformerConfig.Architecture.gpt2: 50, .gptNeo: 51, .llama: 48, .bert: 50][config.architecture] ?? 50
         return Ring(bitwidth: bits ?? standard, scale: 12)
     }
 
