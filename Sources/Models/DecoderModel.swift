@@ -114,6 +114,7 @@ public struct DecoderModel: Sendable {
         if !llama { x = try e.addServerRows(x, try weights.vector("transformer.wpe.weight", count: t * d), width: d) }
         for layer in 0..<c.layers {
             x = llama ? try llamaBlock(e, x, t: t, layer: layer) : try gptBlock(e, x, t: t, layer: layer)
+            ModelProgress.report(layer + 1, of: c.layers + 1)
         }
         x =
             llama
@@ -127,7 +128,9 @@ public struct DecoderModel: Sendable {
             c.tiedEmbeddings
             ? embeddingTable
             : try e.serverTable(try weights.vector("lm_head.weight", count: c.vocabulary * d), width: d)
-        return try e.output(try e.logits(last, table: outputTable, rows: 1, width: d, vocabulary: c.vocabulary))
+        let logits = try e.output(try e.logits(last, table: outputTable, rows: 1, width: d, vocabulary: c.vocabulary))
+        ModelProgress.report(c.layers + 1, of: c.layers + 1)
+        return logits
     }
 
     func gptBlock<E: Evaluator>(_ e: E, _ x: E.Tensor, t: Int, layer: Int) throws -> E.Tensor {

@@ -54,8 +54,13 @@ public struct EncoderModel: Sendable {
         x = try e.layerNorm(
             x, width: d, gamma: try weights.vector(name("embeddings.LayerNorm.weight"), count: d),
             beta: try weights.vector(name("embeddings.LayerNorm.bias"), count: d), epsilon: c.normEpsilon)
-        for layer in 0..<c.layers { x = try block(e, x, t: t, layer: layer) }
-        return try e.output(try e.meanOfRows(x, rows: t, width: d))
+        for layer in 0..<c.layers {
+            x = try block(e, x, t: t, layer: layer)
+            ModelProgress.report(layer + 1, of: c.layers + 1)
+        }
+        let pooled = try e.output(try e.meanOfRows(x, rows: t, width: d))
+        ModelProgress.report(c.layers + 1, of: c.layers + 1)
+        return pooled
     }
 
     func block<E: Evaluator>(_ e: E, _ x: E.Tensor, t: Int, layer: Int) throws -> E.Tensor {

@@ -104,3 +104,17 @@ func peakResidentBytes() -> Int {
     let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
     return (fields.count >= 2 ? Int(fields[1]) ?? 0 : 0) * 1024
 }
+
+/// A progress bar on stderr for a model's blocks, when stderr is a terminal (under `sigma run` it is a pipe).
+func showProgress(_ label: String) {
+    guard isatty(2) != 0 else { return }
+    let start = Date()
+    ModelProgress.install { done, total in
+        let width = 30
+        let filled = width * done / max(total, 1)
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let line =
+            "\r\(label) [\(bar)] \(done)/\(total) blocks, \(String(format: "%.1f", Date().timeIntervalSince(start))) s"
+        FileHandle.standardError.write(Data((line + (done == total ? "\n" : "")).utf8))
+    }
+}

@@ -28,6 +28,7 @@ enum Roles {
                 header: KeyFileHeader(party: party, sessionID: session, modelFingerprint: try job.fingerprint()))
         }
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
+        showProgress("keys  ")
         _ = try job.run(dealer, party: nil, input: nil)
         for file in files { try file.finish() }
         let elapsed = seconds(since: start)
@@ -66,6 +67,7 @@ enum Roles {
                 role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
             timeout: options.number("--timeout", default: 60))
         let start = DispatchTime.now()
+        showProgress("online")
         _ = try job.run(PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil)
         let stats = channel.statistics
         let online = seconds(since: start)
@@ -106,6 +108,7 @@ enum Roles {
                 role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
             timeout: options.number("--timeout", default: 60))
         let start = DispatchTime.now()
+        showProgress("online")
         guard
             let output = try job.run(
                 PartyContext(party: .p1, keys: keys.reader(), channel: channel), party: .p1, input: input)
