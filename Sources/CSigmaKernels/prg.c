@@ -81,12 +81,53 @@ void sigma_crhash_select(sigma_aes_backend backend, const sigma_prg *prg, unsign
     }
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// Both children of 8 seeds per iteration in one ymm each: [sigma(x) ^ sigma(tau_a) | sigma(x) ^ sigma(tau_b)], so
+// 16 AES blocks are in flight with the round keys in registers; the halves go to out0 and out1.
+__attribute__((target("aes,vaes,avx2"))) static size_t crhash_pair_vaes256(const sigma_prg *prg, unsigned k0,
+                                                                           const uint8_t *src, uint8_t *out0,
+                                                                           uint8_t *out1, size_t count) {
+    const __m128i high_mask = _mm_set_epi64x(-1, 0);
+    const __m256i tweaks = _mm256_set_epi64x(
+        (long long)prg->sigma_tweaks[k0 + 1][1], (long long)prg->sigma_tweaks[k0 + 1][0],
+        (long long)prg->sigma_tweaks[k0][1], (long long)prg->sigma_tweaks[k0][0]);
+    __m256i rk[11];
+    for (int r = 0; r < 11; r++)
+        rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256i y[8], a[8];
+        for (int u = 0; u < 8; u++) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(src + 16 * (i + u)));
+            __m128i sx = _mm_xor_si128(_mm_shuffle_epi32(x, 0x4E), _mm_and_si128(x, high_mask));
+            y[u] = _mm256_xor_si256(_mm256_broadcastsi128_si256(sx), tweaks);
+            a[u] = _mm256_xor_si256(y[u], rk[0]);
+        }
+        for (int r = 1; r < 10; r++)
+            for (int u = 0; u < 8; u++) a[u] = _mm256_aesenc_epi128(a[u], rk[r]);
+        for (int u = 0; u < 8; u++) {
+            __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
+            _mm_storeu_si128((__m128i *)(out0 + 16 * (i + u)), _mm256_castsi256_si128(h));
+            _mm_storeu_si128((__m128i *)(out1 + 16 * (i + u)), _mm256_extracti128_si256(h, 1));
+        }
+    }
+    return i;
+}
+#endif
+
 void sigma_crhash_pair(sigma_aes_backend backend, const sigma_prg *prg, unsigned k0, const void *in, void *out0,
                        void *out1, size_t count) {
     const uint8_t *src = (const uint8_t *)in;
     uint8_t *dst[2] = {(uint8_t *)out0, (uint8_t *)out1};
+    size_t start = 0;
+#if defined(__x86_64__)
+    if (backend <= SIGMA_AES_VAES256 && sigma_aes_backend_supported(backend))
+        start = crhash_pair_vaes256(prg, k0 & 2, src, dst[0], dst[1], count);
+#endif
     block y[2 * CHUNK], h[2 * CHUNK];
-    for (size_t done = 0; done < count; done += CHUNK) {
+    for (size_t done = start; done < count; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         for (size_t i = 0; i < n; i++) {
             block x = load_block(src + 16 * (done + i));
@@ -429,6 +470,58 @@ uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
         }
     }
     return sum;
+}
+
+void sigma_dpf_keygen_level(sigma_aes_backend backend, const sigma_prg *prg, void *seeds0, void *seeds1,
+                            const uint64_t *alphas, unsigned shift, void *words_out, uint8_t *delta_bits,
+                            size_t first_key, size_t count) {
+    uint8_t *s0 = (uint8_t *)seeds0, *s1 = (uint8_t *)seeds1, *words = (uint8_t *)words_out;
+    block l0[CHUNK], r0[CHUNK], l1[CHUNK], r1[CHUNK];
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        sigma_crhash_pair(backend, prg, 0, s0 + 16 * done, l0, r0, n);
+        sigma_crhash_pair(backend, prg, 0, s1 + 16 * done, l1, r1, n);
+        for (size_t i = 0; i < n; i++) {
+            size_t k = done + i;
+            uint64_t a = (alphas[k] >> shift) & 1, mask = 0 - a;
+            // keep = a ? right : left; lose = the other child.
+            block keep0 = {(r0[i].lo & mask) | (l0[i].lo & ~mask), (r0[i].hi & mask) | (l0[i].hi & ~mask)};
+            block keep1 = {(r1[i].lo & mask) | (l1[i].lo & ~mask), (r1[i].hi & mask) | (l1[i].hi & ~mask)};
+            block lose0 = {(l0[i].lo & mask) | (r0[i].lo & ~mask), (l0[i].hi & mask) | (r0[i].hi & ~mask)};
+            block lose1 = {(l1[i].lo & mask) | (r1[i].lo & ~mask), (l1[i].hi & mask) | (r1[i].hi & ~mask)};
+            block cw = {(lose0.lo ^ lose1.lo) & ~1ull, lose0.hi ^ lose1.hi};
+            uint64_t t_left = (l0[i].lo ^ l1[i].lo ^ a ^ 1) & 1, t_right = (r0[i].lo ^ r1[i].lo ^ a) & 1;
+            store_block(words + 16 * k, (block){cw.lo | t_left, cw.hi});
+            size_t bit = first_key + k;
+            delta_bits[bit >> 3] |= (uint8_t)((t_left ^ t_right) << (bit & 7));
+            uint64_t t_keep = a ? t_right : t_left;
+            block corr = {cw.lo | t_keep, cw.hi};
+            block p0 = load_block(s0 + 16 * k), p1 = load_block(s1 + 16 * k);
+            uint64_t m0 = 0 - (p0.lo & 1), m1 = 0 - (p1.lo & 1);
+            store_block(s0 + 16 * k, (block){keep0.lo ^ (corr.lo & m0), keep0.hi ^ (corr.hi & m0)});
+            store_block(s1 + 16 * k, (block){keep1.lo ^ (corr.lo & m1), keep1.hi ^ (corr.hi & m1)});
+        }
+    }
+}
+
+void sigma_dpf_keygen_leaf(sigma_aes_backend backend, const sigma_prg *prg, const void *seeds0, const void *seeds1,
+                           const uint64_t *alphas, void *leaf_out, size_t count) {
+    const uint8_t *s0 = (const uint8_t *)seeds0, *s1 = (const uint8_t *)seeds1;
+    uint8_t *out = (uint8_t *)leaf_out;
+    block a0[CHUNK], b0[CHUNK], a1[CHUNK], b1[CHUNK];
+    for (size_t done = 0; done < count; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        sigma_crhash_pair(backend, prg, 0, s0 + 16 * done, a0, b0, n);
+        sigma_crhash_pair(backend, prg, 0, s1 + 16 * done, a1, b1, n);
+        for (size_t i = 0; i < n; i++) {
+            size_t k = done + i;
+            unsigned low = (unsigned)(alphas[k] & 127);
+            block unit = {low < 64 ? 1ull << low : 0, low < 64 ? 0 : 1ull << (low - 64)};
+            uint64_t right = 0 - ((alphas[k] >> 7) & 1);
+            store_block(out + 32 * k, (block){a0[i].lo ^ a1[i].lo ^ (unit.lo & ~right), a0[i].hi ^ a1[i].hi ^ (unit.hi & ~right)});
+            store_block(out + 32 * k + 16, (block){b0[i].lo ^ b1[i].lo ^ (unit.lo & right), b0[i].hi ^ b1[i].hi ^ (unit.hi & right)});
+        }
+    }
 }
 
 int sigma_os_random(void *out, size_t count) {

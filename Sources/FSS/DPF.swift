@@ -40,6 +40,9 @@ public enum DPF {
                         let keys = start..<min(start + generationChunk, alphas.count)
                         generateTrees(alphas, keys: keys, layout: layout, out0, out1, random: &random, prg: prg)
                     }
+                    let shared = layout.rootsOffset + 16 * layout.count
+                    (out1.baseAddress! + shared).copyMemory(
+                        from: out0.baseAddress! + shared, byteCount: layout.totalSize - shared)
                 }
             }
         }
@@ -88,46 +91,27 @@ public enum DPF {
             out1.storeBytes(
                 of: seeds1[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
         }
-        for level in 1..<layout.depth {
-            let (left0, right0) = prg.hashPair(seeds0)
-            let (left1, right1) = prg.hashPair(seeds1)
-            let shift = UInt64(b - level)
-            for i in 0..<keys.count {
-                let k = keys.lowerBound + i
-                let a = UInt8(truncatingIfNeeded: (alphas[k] >> shift) & 1)
-                let (keep0, lose0) = a == 0 ? (left0[i], right0[i]) : (right0[i], left0[i])
-                let (keep1, lose1) = a == 0 ? (left1[i], right1[i]) : (right1[i], left1[i])
-                let seedCW = (lose0 ^ lose1).withControlBit(0)
-                let tLeft = left0[i].controlBit ^ left1[i].controlBit ^ a ^ 1
-                let tRight = right0[i].controlBit ^ right1[i].controlBit ^ a
-                let stored = seedCW.withControlBit(tLeft)
-                let cwOffset = layout.levelOffset(level) + 16 * k
-                out0.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
-                out1.storeBytes(of: stored, toByteOffset: cwOffset, as: Block.self)
-                if tRight != tLeft {
-                    let bit = layout.deltaOffset(level) + k / 8
-                    out0[bit] |= 1 << UInt8(k % 8)
-                    out1[bit] |= 1 << UInt8(k % 8)
+        // The C kernels write the sections both parties share (level words, leaf words, δ bits) into P0's encoding;
+        // `generate` copies them to P1's once every chunk is done.
+        let base = out0.baseAddress!
+        alphas.withUnsafeBufferPointer { alpha in
+            seeds0.withUnsafeMutableBytes { s0 in
+                seeds1.withUnsafeMutableBytes { s1 in
+                    let a = alpha.baseAddress! + keys.lowerBound
+                    for level in 1..<max(layout.depth, 1) {
+                        sigma_dpf_keygen_level(
+                            prg.backend.cValue, prg.state, s0.baseAddress!, s1.baseAddress!, a, UInt32(b - level),
+                            base + layout.levelOffset(level) + 16 * keys.lowerBound,
+                            (base + layout.deltaOffset(level)).assumingMemoryBound(to: UInt8.self), keys.lowerBound,
+                            keys.count)
+                    }
+                    sigma_dpf_keygen_leaf(
+                        prg.backend.cValue, prg.state, s0.baseAddress!, s1.baseAddress!, a,
+                        base + layout.leavesOffset + 32 * keys.lowerBound, keys.count)
                 }
-                let correction = seedCW.withControlBit(a == 0 ? tLeft : tRight)
-                seeds0[i] = keep0 ^ correction.masked(by: seeds0[i].controlBit)
-                seeds1[i] = keep1 ^ correction.masked(by: seeds1[i].controlBit)
             }
         }
-        let (left0, right0) = prg.hashPair(seeds0)
-        let (left1, right1) = prg.hashPair(seeds1)
-        for i in 0..<keys.count {
-            let k = keys.lowerBound + i
-            let unit = Block.unit(Int(alphas[k] & 127))
-            let onRight = UInt8(truncatingIfNeeded: (alphas[k] >> 7) & 1)
-            let leafLeft = left0[i] ^ left1[i] ^ unit.masked(by: onRight ^ 1)
-            let leafRight = right0[i] ^ right1[i] ^ unit.masked(by: onRight)
-            let offset = layout.leavesOffset + 32 * k
-            for out in [out0, out1] {
-                out.storeBytes(of: leafLeft, toByteOffset: offset, as: Block.self)
-                out.storeBytes(of: leafRight, toByteOffset: offset + 16, as: Block.self)
-            }
-        }
+        _ = out1
     }
 }
 

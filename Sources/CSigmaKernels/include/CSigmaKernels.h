@@ -97,6 +97,18 @@ void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, con
 /// mod 2^64. `nbits` is a multiple of 64.
 uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits);
 
+/// One level of DPF key generation for `count` keys (both parties' seeds advance in place). For key i with
+/// a = bit `shift` of alphas[i]: writes the level word (seed correction, t_L in bit 0) to words_out[i], and sets bit
+/// (first_key + i) of `delta_bits` when t_R ⊕ t_L = 1 (the caller zeroes the array).
+void sigma_dpf_keygen_level(sigma_aes_backend backend, const sigma_prg *prg, void *seeds0, void *seeds1,
+                            const uint64_t *alphas, unsigned shift, void *words_out, uint8_t *delta_bits,
+                            size_t first_key, size_t count);
+
+/// The last level of DPF key generation: the leaf words L_0, L_1 of each key (2 blocks per key in leaf_out), with
+/// the unit vector e_{α mod 128} in the child that bit 7 of α picks.
+void sigma_dpf_keygen_leaf(sigma_aes_backend backend, const sigma_prg *prg, const void *seeds0, const void *seeds1,
+                           const uint64_t *alphas, void *leaf_out, size_t count);
+
 /// Fills `out` with `count` bytes from the operating system's CSPRNG (getrandom). Returns 0 on success.
 int sigma_os_random(void *out, size_t count);
 
