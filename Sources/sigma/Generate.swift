@@ -35,41 +35,16 @@ enum Generate {
         for step in 0..<newTokens {
             let directory = base + "/\(step)"
             let model = ["--model", folder, "--tokens", String(ids.count)] + bits
-            let keygenStart = Date()
-            let dealerLog = Pipe()
-            let dealer = try Run.spawn(executable, ["dealer", "--keys", directory] + model, stderr: dealerLog)
-            let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            dealer.waitUntilExit()
-            guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
-            totals.keygen += Date().timeIntervalSince(keygenStart)
+            let run = try Run.secureRun(
+                executable, directory: directory, job: model,
+                clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")])
+            guard let next = run.client["next_token"] as? Int else {
+                throw RoleError("step \(step + 1) returned no token")
+            }
+            let report = run.client
+            totals.keygen += run.keygenSeconds
             totals.serverKeys += fileSize(directory + "/server.key")
             totals.clientKeys += fileSize(directory + "/client.key")
-            let serverLog = Pipe()
-            let server = try Run.spawn(
-                executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + model, stderr: serverLog)
-            guard let port = try Run.readPort(from: serverLog.fileHandleForReading) else {
-                server.terminate()
-                throw RoleError("the server did not start")
-            }
-            let clientOutput = Pipe()
-            let clientErrors = Pipe()
-            let client = try Run.spawn(
-                executable,
-                [
-                    "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--ids",
-                    ids.map(String.init).joined(separator: ","),
-                ] + model,
-                stdout: clientOutput, stderr: clientErrors)
-            let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
-            let errors = String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            client.waitUntilExit()
-            server.waitUntilExit()
-            guard client.terminationStatus == 0, server.terminationStatus == 0,
-                let report = try? JSONSerialization.jsonObject(with: result) as? [String: Any],
-                let next = report["next_token"] as? Int
-            else {
-                throw RoleError("step \(step + 1) failed: \(errors.trimmingCharacters(in: .whitespacesAndNewlines))")
-            }
             try? FileManager.default.removeItem(atPath: directory)
             totals.online += report["online_seconds"] as? Double ?? 0
             totals.sent += report["bytes_sent"] as? Int ?? 0
@@ -129,31 +104,12 @@ enum Generate {
         let model =
             ["--model", folder, "--tokens", String(ids.count)]
             + (options.string("--bits").map { ["--bits", $0] } ?? [])
-        let dealerLog = Pipe()
-        let dealer = try Run.spawn(executable, ["dealer", "--keys", directory] + model, stderr: dealerLog)
-        let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        dealer.waitUntilExit()
-        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
-        let serverLog = Pipe()
-        let server = try Run.spawn(
-            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + model, stderr: serverLog)
-        guard let port = try Run.readPort(from: serverLog.fileHandleForReading) else {
-            server.terminate()
-            throw RoleError("the server did not start")
-        }
-        let clientOutput = Pipe()
-        let client = try Run.spawn(
-            executable,
-            [
-                "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--ids",
-                ids.map(String.init).joined(separator: ","),
-            ] + model, stdout: clientOutput)
-        let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
-        client.waitUntilExit()
-        server.waitUntilExit()
-        guard client.terminationStatus == 0, server.terminationStatus == 0,
-            let report = try? JSONSerialization.jsonObject(with: result) as? [String: Any], report["embedding"] != nil
-        else { throw RoleError("the secure run failed") }
+        let run = try Run.secureRun(
+            executable, directory: directory, job: model,
+            clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")])
+        let report = run.client
+        let result = run.clientJSON
+        guard report["embedding"] != nil else { throw RoleError("the client returned no embedding") }
         if options.has("--json") {
             print(String(decoding: result, as: UTF8.self))
         } else {

@@ -28,39 +28,13 @@ enum ModelBench {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Int((state >> 33) % UInt64(config.vocabulary))
         }
-        printError("bench model: \(model), \(seq) tokens: key generation…")
-        let dealerLog = Pipe()
-        let dealerStart = Date()
-        let dealer = try Run.spawn(executable, ["dealer", "--keys", directory] + job, stderr: dealerLog)
-        let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        dealer.waitUntilExit()
-        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
-        let keygenWall = Date().timeIntervalSince(dealerStart)
-        printError("bench model: online phase…")
-        let serverLog = Pipe()
-        let server = try Run.spawn(
-            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + job, stderr: serverLog)
-        guard let port = try Run.readPort(from: serverLog.fileHandleForReading) else {
-            server.terminate()
-            throw RoleError("the server did not start")
-        }
-        let clientOutput = Pipe()
-        let client = try Run.spawn(
-            executable,
-            [
-                "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--ids",
-                ids.map(String.init).joined(separator: ","), "--timeout", "600",
-            ] + job,
-            stdout: clientOutput)
-        let clientText = clientOutput.fileHandleForReading.readDataToEndOfFile()
-        let serverText = String(decoding: serverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        client.waitUntilExit()
-        server.waitUntilExit()
-        guard client.terminationStatus == 0, server.terminationStatus == 0,
-            let clientStats = try? JSONSerialization.jsonObject(with: clientText) as? [String: Any]
-        else { throw RoleError("the online phase failed:\n\(serverText)") }
-        let dealerStats = stats(dealerText)
-        let serverStats = stats(serverText)
+        printError("bench model: \(model), \(seq) tokens: key generation, then the online phase…")
+        let run = try Run.secureRun(
+            executable, directory: directory, job: job,
+            clientArguments: ["--ids", ids.map(String.init).joined(separator: ","), "--timeout", "600"])
+        let (clientStats, dealerStats, serverStats, keygenWall) = (
+            run.client, run.dealerStats, run.serverStats, run.keygenSeconds
+        )
         let result = JSONValue.object([
             ("model", .string(model)), ("seq", .integer(seq)),
             ("ring", .string("n=\(options.string("--bits") ?? "the reference's for this model") f=12")),
@@ -91,12 +65,5 @@ enum ModelBench {
             ),
         ])
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench model"))
-    }
-
-    static func stats(_ log: String) -> [String: Any] {
-        guard let line = log.split(separator: "\n").last(where: { $0.hasPrefix("stats: ") }),
-            let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(7).utf8)) as? [String: Any]
-        else { return [:] }
-        return object
     }
 }

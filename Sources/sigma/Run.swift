@@ -15,42 +15,12 @@ enum Run {
         guard input.count == model.inputWidth else { throw RoleError("the model takes \(model.inputWidth) inputs") }
         let directory = NSTemporaryDirectory() + "sigma-run-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: directory) }
-
-        let dealerStart = Date()
-        let dealerLog = Pipe()
-        let dealer = try spawn(executable, ["dealer", "--keys", directory], stderr: dealerLog)
-        let dealerSummary = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        dealer.waitUntilExit()
-        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerSummary)") }
-        let keygenSeconds = Date().timeIntervalSince(dealerStart)
-
-        let serverLog = Pipe()
-        let server = try spawn(
-            executable, ["server", "--keys", directory + "/server.key", "--port", "0"], stderr: serverLog)
-        guard let port = try readPort(from: serverLog.fileHandleForReading) else {
-            server.terminate()
-            throw RoleError("the server did not start")
-        }
-        let clientOutput = Pipe()
-        let client = try spawn(
-            executable,
-            [
-                "client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json", "--input",
-                input.map { String($0) }.joined(separator: ","),
-            ],
-            stdout: clientOutput)
-        let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
-        client.waitUntilExit()
-        server.waitUntilExit()
-        let serverStatistics = String(decoding: serverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        guard client.terminationStatus == 0, server.terminationStatus == 0,
-            let report = try JSONSerialization.jsonObject(with: result) as? [String: Any],
-            let output = report["output"] as? [Double]
-        else {
-            throw RoleError(
-                "the secure run failed (client exit \(client.terminationStatus), server exit \(server.terminationStatus))"
-            )
-        }
+        let run = try secureRun(
+            executable, directory: directory, job: [],
+            clientArguments: ["--input", input.map { String($0) }.joined(separator: ",")])
+        guard let output = run.client["output"] as? [Double] else { throw RoleError("the client returned no output") }
+        let report = run.client
+        let result = run.clientJSON
 
         let cleartext = try model.forward(RingEvaluator(Cleartext(), ring: model.ring), input: input) ?? []
         let float = try model.forward(FloatEvaluator(), input: input) ?? []
@@ -65,17 +35,87 @@ enum Run {
                 Sigma: secure inference of the built-in MLP (\(widths.map(String.init).joined(separator: " → ")), ReLU, \
                 n = \(model.ring.bitwidth), f = \(model.ring.scale))
                   dealer, server and client ran as three processes over TCP on 127.0.0.1
-                  \(dealerSummary.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: directory + "/", with: ""))\
-                 (process: \(String(format: "%.3f", keygenSeconds)) s)
+                  \(run.dealerSummary.replacingOccurrences(of: directory + "/", with: ""))\
+                 (process: \(String(format: "%.3f", run.keygenSeconds)) s)
                   online:  \(String(format: "%.3f", report["online_seconds"] as? Double ?? 0)) s, client sent \
                 \(report["bytes_sent"] ?? 0) B and received \(report["bytes_received"] ?? 0) B in \(report["rounds"] ?? 0) rounds
-                  \(serverStatistics.split(separator: "\n").last.map(String.init) ?? "")
+                  \(run.serverSummary)
                   output (client only): \(output.map { String(format: "%.4f", $0) }.joined(separator: " "))
                   check:   \(exact ? "equals the cleartext fixed-point result bit for bit" : "DIFFERS from the cleartext fixed-point result")\
                 ; largest difference from float64: \(String(format: "%.2e", error))
                 """)
         }
         guard exact else { throw RoleError("the secure result differs from the cleartext fixed-point result") }
+    }
+
+    /// What one secure run of the three processes returned.
+    struct SecureRun {
+        /// The client's JSON report, parsed and raw.
+        var client: [String: Any]
+        var clientJSON: Data
+        /// The dealer's and the server's human-readable summaries, and their `stats:` objects.
+        var dealerSummary: String
+        var serverSummary: String
+        var dealerStats: [String: Any]
+        var serverStats: [String: Any]
+        var keygenSeconds: Double
+    }
+
+    /// Runs the dealer (keys into `directory`), then the server and the client as processes over loopback TCP, with
+    /// `job` (the model options) given to all three and `clientArguments` to the client; the client reports JSON.
+    static func secureRun(_ executable: URL, directory: String, job: [String], clientArguments: [String]) throws
+        -> SecureRun
+    {
+        let keygenStart = Date()
+        let dealerLog = Pipe()
+        let dealer = try spawn(executable, ["dealer", "--keys", directory] + job, stderr: dealerLog)
+        let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        dealer.waitUntilExit()
+        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
+        let keygenSeconds = Date().timeIntervalSince(keygenStart)
+        let serverLog = Pipe()
+        let server = try spawn(
+            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + job, stderr: serverLog)
+        guard let port = try readPort(from: serverLog.fileHandleForReading) else {
+            server.terminate()
+            throw RoleError("the server did not start")
+        }
+        let clientOutput = Pipe()
+        let clientErrors = Pipe()
+        let client = try spawn(
+            executable,
+            ["client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json"]
+                + clientArguments
+                + job,
+            stdout: clientOutput, stderr: clientErrors)
+        let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
+        let errors = String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        client.waitUntilExit()
+        server.waitUntilExit()
+        let serverText = String(decoding: serverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard client.terminationStatus == 0, server.terminationStatus == 0,
+            let report = try? JSONSerialization.jsonObject(with: result) as? [String: Any]
+        else {
+            let why = (errors + serverText).split(separator: "\n").filter { $0.hasPrefix("sigma:") }.joined(
+                separator: "; ")
+            throw RoleError("the secure run failed: \(why.isEmpty ? "client exit \(client.terminationStatus)" : why)")
+        }
+        return SecureRun(
+            client: report, clientJSON: result, dealerSummary: summary(dealerText), serverSummary: summary(serverText),
+            dealerStats: stats(dealerText), serverStats: stats(serverText), keygenSeconds: keygenSeconds)
+    }
+
+    /// The last human-readable line of a role's log (not its `stats:` line).
+    static func summary(_ log: String) -> String {
+        log.split(separator: "\n").last(where: { !$0.hasPrefix("stats: ") }).map(String.init) ?? ""
+    }
+
+    /// The `stats:` object of a role's log.
+    static func stats(_ log: String) -> [String: Any] {
+        guard let line = log.split(separator: "\n").last(where: { $0.hasPrefix("stats: ") }),
+            let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(7).utf8)) as? [String: Any]
+        else { return [:] }
+        return object
     }
 
     static func spawn(_ executable: URL, _ arguments: [String], stdout: Any? = nil, stderr: Any? = nil) throws
