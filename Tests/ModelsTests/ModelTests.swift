@@ -65,19 +65,27 @@ struct ModelTests {
         #expect(try sigma(["dealer", "--keys", base + "/b"]).0 == 0)
         let server = Process()
         server.executableURL = sigmaExecutable
-        server.arguments = ["server", "--keys", base + "/a/server.key", "--port", "47391", "--timeout", "20"]
+        server.arguments = ["server", "--keys", base + "/a/server.key", "--port", "0", "--timeout", "20"]
         let serverErrors = Pipe()
         server.standardError = serverErrors
         try server.run()
+        // The server names the port it was given.
+        var log = ""
+        while !log.contains("listening on port ") || !log.hasSuffix("\n") {
+            let chunk = serverErrors.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        let port = log.components(separatedBy: "listening on port ").last?.split(separator: "\n").first ?? "0"
         let (status, _, errors) = try sigma([
-            "client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:47391",
+            "client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:\(port)",
         ])
         server.waitUntilExit()
-        let serverLog = String(decoding: serverErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let serverLog = log + String(decoding: serverErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(status != 0 && errors.contains("another dealer session"), "\(errors)")
         #expect(server.terminationStatus != 0 && serverLog.contains("another dealer session"), "\(serverLog)")
         // Both key files were opened once, so they are spent.
-        let again = try sigma(["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:47391"])
+        let again = try sigma(["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:1"])
         #expect(again.0 != 0 && again.2.contains("already used"), "\(again.2)")
         let wrongRole = try sigma([
             "client", "--keys", base + "/a/client.key".replacingOccurrences(of: "client", with: "server"), "--connect",
