@@ -116,10 +116,10 @@ extension DPFKeyView {
                 isLeafLevel
                 ? base + layout.leavesOffset + 32 * keys.lowerBound
                 : base + layout.levelOffset(level) + 16 * keys.lowerBound
-            let rightBits =
+            let deltas =
                 isLeafLevel ? nil : (base + layout.deltaOffset(level)).assumingMemoryBound(to: UInt8.self)
             sigma_dpf_expand_level(
-                prg.backend.cValue, prg.state, current, next, words, rightBits, keys.lowerBound,
+                prg.backend.cValue, prg.state, current, next, words, deltas, keys.lowerBound,
                 nodesPerKey, keys.count * nodesPerKey)
             swap(&current, &next)
             nodesPerKey *= 2
