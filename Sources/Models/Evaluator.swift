@@ -125,14 +125,10 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
 
     public func linear(_ x: RingTensor, _ layer: LinearLayer, rows: Int) throws -> RingTensor {
         let doubled = Ring(bitwidth: ring.bitwidth, scale: 2 * ring.scale)
-        let w = try backend.inputFromServer(
-            layer.weights.map { ring.encode($0) }, shape: [layer.inputs, layer.outputs], ring: ring)
-        let b =
-            layer.hasBias
-            ? try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
-            : RingTensor(zeros: [layer.outputs], ring: ring)
-        let product = try backend.matmul(x, w, m: rows, k: layer.inputs, n: layer.outputs, batch: 1)
+        let product = try backend.matmulServerWeights(
+            x, weights: layer.weights.map { ring.encode($0) }, m: rows, k: layer.inputs, n: layer.outputs)
         guard layer.hasBias else { return try backend.faithfulARS(product, by: ring.scale) }
+        let b = try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
         let biasRows = RingTensor(
             ring: ring, shape: product.shape, values: (0..<product.count).map { b.values[$0 % layer.outputs] })
         return try backend.faithfulARS(backend.add(product, biasRows), by: ring.scale)

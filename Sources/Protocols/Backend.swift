@@ -34,6 +34,9 @@ public protocol RingBackend: AnyObject {
     /// X[m×k] · W[k×n] for secret X and W, with `batch` independent products stacked (shapes [batch·m, k] and
     /// [batch·k, n]): Beaver's protocol on masked values, one reveal.
     func matmul(_ x: RingTensor, _ w: RingTensor, m: Int, k: Int, n: Int, batch: Int) throws -> RingTensor
+    /// X[m×k] · W[k×n] for the server's own weights W (`weights` on the server and the cleartext backend, nil
+    /// elsewhere): Ŵ goes to the client and one reveal follows; no shares of the weight mask in the keys.
+    func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor
     /// x ⊙ y elementwise, one reveal (the result has scale 2f; truncate afterwards).
     func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor
     /// TR_{n,f}: the top n − f bits of x (logical), as an (n−f)-bit value.

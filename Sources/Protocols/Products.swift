@@ -77,3 +77,63 @@ extension PartyContext {
         return RingTensor(ring: ring, shape: x.shape, values: try reconstruct(share, bits: bits))
     }
 }
+
+// A product with the server's own weights: P0 knows W, so X·W = X̂·W − R_X·W and
+// R_X·W = R_X·Ŵ − R_X·R_W. The dealer gives P0 the weight mask R_W (for Ŵ = W + R_W, sent to P1), shares of R_X,
+// and shares of C = R_X·R_W + R_Z; P0 computes X̂·W − [R_X]_0·Ŵ + [C]_0 and P1 −[R_X]_1·Ŵ + [C]_1. Compared with
+// a private input followed by Beaver's product, the keys hold no shares of R_W, and P1 computes one product
+// instead of two.
+
+private let serverMatmulTag = GateTag("MATS")
+
+extension Cleartext {
+    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+        guard let weights else { throw ProtocolError.missingInput("the server's weights") }
+        return RingTensor(
+            ring: x.ring, shape: [m, n], values: RingMatrix.multiply(x.values, weights, m: m, k: k, n: n))
+    }
+}
+
+extension Dealer {
+    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+        let ring = x.ring
+        try beginGate(serverMatmulTag, count: m * n)
+        let weightMask = randomWords(k * n, ring: ring)
+        try p0.words(weightMask, bits: ring.bitwidth)
+        let outputMask = randomWords(m * n, ring: ring)
+        try share(x.values, bits: ring.bitwidth)
+        let product = RingMatrix.multiply(x.values, weightMask, m: m, k: k, n: n)
+        try share(zip(product, outputMask).map { ($0 &+ $1) & ring.mask }, bits: ring.bitwidth)
+        return RingTensor(ring: ring, shape: [m, n], values: outputMask)
+    }
+}
+
+extension PartyContext {
+    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+        let ring = x.ring
+        let bits = ring.bitwidth
+        try keys.expectGate(serverMatmulTag, count: m * n)
+        let maskedWeights: [UInt64]
+        var own: [UInt64]?
+        if leads {
+            guard let weights, weights.count == k * n else { throw ProtocolError.missingInput("\(k * n) weights") }
+            let weightMask = try keys.words(k * n, bits: bits)
+            maskedWeights = zip(weights, weightMask).map { ($0 &+ $1) & ring.mask }
+            try channel.send(BitPacking.pack(maskedWeights, bits: bits))
+            own = weights
+        } else {
+            let message = try channel.receive()
+            guard let received = BitPacking.unpack(message[...], count: k * n, bits: bits) else {
+                throw ProtocolError.malformedMessage(
+                    expected: BitPacking.byteCount(count: k * n, bits: bits), received: message.count)
+            }
+            maskedWeights = received
+        }
+        let maskShares = try keys.words(x.count, bits: bits)
+        let c = try keys.words(m * n, bits: bits)
+        let masked = RingMatrix.multiply(maskShares, maskedWeights, m: m, k: k, n: n)
+        let direct = own.map { RingMatrix.multiply(x.values, $0, m: m, k: k, n: n) }
+        let share = (0..<(m * n)).map { i in ((direct?[i] ?? 0) &- masked[i] &+ c[i]) & ring.mask }
+        return RingTensor(ring: ring, shape: [m, n], values: try reconstruct(share, bits: bits))
+    }
+}

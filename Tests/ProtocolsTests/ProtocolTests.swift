@@ -211,3 +211,25 @@ struct LookupTests {
         #expect(runs.p0Statistics.rounds == 1 + 2)  // input, then the sign and value together, then the output
     }
 }
+
+@Suite("Products with the server's own weights")
+struct ServerWeightTests {
+    @Test(
+        "matmulServerWeights equals the cleartext product and holds no shares of the weight mask",
+        arguments: [37, 50, 64])
+    func serverWeights(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 12)
+        let (m, k, n) = (6, 9, 5)
+        let x = values.signed(m * k, magnitudeBits: bits - 1, ring: ring)
+        let w = values.signed(k * n, magnitudeBits: bits - 1, ring: ring)
+        let runs = try runEverywhere { b -> RingTensor in
+            let isServer = (b as? PartyContext)?.party == .p0 || b is Cleartext
+            return try b.matmulServerWeights(
+                try b.inputFromClient(x, shape: [m, k], ring: ring), weights: isServer ? w : nil, m: m, k: k, n: n)
+        }
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == runs.clear.values)
+        #expect(runs.p0Statistics.rounds == 3)  // the client's input, Ŵ, the reveal
+    }
+}
