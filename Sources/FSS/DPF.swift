@@ -111,7 +111,6 @@ public enum DPF {
                 }
             }
         }
-        _ = out1
     }
 }
 

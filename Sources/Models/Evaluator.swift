@@ -124,7 +124,6 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
     }
 
     public func linear(_ x: RingTensor, _ layer: LinearLayer, rows: Int) throws -> RingTensor {
-        let doubled = Ring(bitwidth: ring.bitwidth, scale: 2 * ring.scale)
         let product = try backend.matmulServerWeights(
             x, weights: layer.weights.map { ring.encode($0) }, m: rows, k: layer.inputs, n: layer.outputs)
         guard layer.hasBias else { return try backend.faithfulARS(product, by: ring.scale) }

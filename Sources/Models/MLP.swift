@@ -64,7 +64,7 @@ public struct MLP: Sendable {
 }
 
 /// Four independent 64-bit FNV-1a hashes of `text`, as 32 bytes. Names a computation; it is not a MAC.
-func fingerprint32(_ text: String) -> [UInt8] {
+public func fingerprint32(_ text: String) -> [UInt8] {
     (0..<4).flatMap { lane -> [UInt8] in
         var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(lane)
         for byte in text.utf8 {

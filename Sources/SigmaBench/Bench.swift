@@ -1,9 +1,5 @@
 import FSS
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// `sigma bench fss`: throughput of the FSS core on this machine.
 public enum FSSBenchmark {
     /// Bitwidths of the comparison benchmark: 12 (GapARS carry), 32 (GeLU), 38 (softmax max), 50 (n of GPT-2).

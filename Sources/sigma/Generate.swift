@@ -22,9 +22,7 @@ enum Generate {
                 "the prompt has \(ids.count) tokens; with \(newTokens) new ones that exceeds the model's \(config.positions) positions"
             )
         }
-        let executable = URL(
-            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-                ?? CommandLine.arguments[0])
+        let executable = Run.ownExecutable
         let base = NSTemporaryDirectory() + "sigma-generate-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: base) }
         let bits = options.string("--bits").map { ["--bits", $0] } ?? []
@@ -96,9 +94,7 @@ enum Generate {
         guard ids.count <= config.positions else {
             throw RoleError("the text has \(ids.count) tokens; the model takes at most \(config.positions)")
         }
-        let executable = URL(
-            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-                ?? CommandLine.arguments[0])
+        let executable = Run.ownExecutable
         let directory = NSTemporaryDirectory() + "sigma-embed-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let model =

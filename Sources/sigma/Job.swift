@@ -56,14 +56,7 @@ enum Job {
         let text =
             "decoder;\(config.architecture.rawValue);L=\(config.layers);d=\(config.hidden);h=\(config.heads);"
             + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);t=\(tokens);n=\(ring.bitwidth);f=\(ring.scale)"
-        return (0..<4).flatMap { lane -> [UInt8] in
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(lane)
-            for byte in text.utf8 {
-                h ^= UInt64(byte)
-                h = h &* 0x100_0000_01b3
-            }
-            return (0..<8).map { UInt8(truncatingIfNeeded: h >> UInt64(8 * $0)) }
-        }
+        return fingerprint32(text)
     }
 
     /// Runs the computation on `backend`; `weights` only on the server, `input` only on the client.

@@ -16,9 +16,7 @@ enum ModelBench {
                 "unknown model '\(model)': a folder, or one of \(TransformerConfig.named.keys.sorted().joined(separator: ", "))"
             )
         }
-        let executable = URL(
-            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-                ?? CommandLine.arguments[0])
+        let executable = Run.ownExecutable
         let directory = NSTemporaryDirectory() + "sigma-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let job =

@@ -7,9 +7,7 @@ import Ring
 /// loopback; prints the client's result and checks it against the cleartext fixed-point and float references.
 enum Run {
     static func run(_ options: Options) throws {
-        let executable = URL(
-            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-                ?? CommandLine.arguments[0])
+        let executable = Run.ownExecutable
         let input = options.numbers("--input") ?? MLP.demoInput
         let model = MLP.demo()
         guard input.count == model.inputWidth else { throw RoleError("the model takes \(model.inputWidth) inputs") }
@@ -46,6 +44,13 @@ enum Run {
                 """)
         }
         guard exact else { throw RoleError("the secure result differs from the cleartext fixed-point result") }
+    }
+
+    /// This program, to start the dealer, the server and the client from.
+    static var ownExecutable: URL {
+        URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
     }
 
     /// What one secure run of the three processes returned.

@@ -88,7 +88,7 @@ struct ModelTests {
         let again = try sigma(["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:1"])
         #expect(again.0 != 0 && again.2.contains("already used"), "\(again.2)")
         let wrongRole = try sigma([
-            "client", "--keys", base + "/a/client.key".replacingOccurrences(of: "client", with: "server"), "--connect",
+            "client", "--keys", base + "/a/server.key", "--connect",
             "127.0.0.1:1",
         ])
         #expect(wrongRole.0 != 0)
