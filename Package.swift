@@ -7,7 +7,8 @@
 //   FSS            DPF with early termination, DPF comparison, full-domain evaluation, DCF, key encoding, randomness
 //   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width, ring matrix products
 //   Protocols      masked wires and gates (keygen beside evaluation), key streams, the Channel interface
-//   Transport      TCP channels (POSIX sockets on dedicated threads), key files
+//   CSigmaCrypto   C: thin shims over OpenSSL: TLS 1.3 with a pre-shared key, GMAC and HMAC for key files
+//   Transport      TCP channels (TLS 1.3 or plain, POSIX sockets on dedicated threads), key files, credentials
 //   Models         model graphs written once against an Evaluator (float, fixed point, dealer, party)
 //   SigmaBench     benchmarks (kept out of the libraries, as swift-nio and swift-collections do)
 //   sigma          the command-line tool
@@ -37,14 +38,19 @@ let package = Package(
         .target(name: "CRingKernels", cSettings: cKernelFlags),
         .target(name: "Ring", dependencies: ["CRingKernels"], swiftSettings: hotSwiftFlags),
         .target(name: "Protocols", dependencies: ["FSS", "Ring"], swiftSettings: hotSwiftFlags),
-        .target(name: "Transport", dependencies: ["Protocols", "Ring"]),
+        // TLS 1.3 and key-file MACs through OpenSSL (libssl-dev is on the base image; scripts/setup.sh installs it
+        // elsewhere). -O3 as for the kernels: the shim is thin, OpenSSL's own code is already optimised.
+        .target(
+            name: "CSigmaCrypto", cSettings: cKernelFlags,
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "Transport", dependencies: ["Protocols", "Ring", "CSigmaCrypto"]),
         .target(name: "Models", dependencies: ["Protocols", "Ring"], swiftSettings: hotSwiftFlags),
         .target(
             name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels", "Ring", "Protocols", "Transport"],
             swiftSettings: hotSwiftFlags),
         .executableTarget(
             name: "sigma", dependencies: ["FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
-        // OpenSSL is a test oracle only (AES-128-ECB on random data); nothing on the inference path links it.
+        // OpenSSL's AES is a test oracle only (ECB on random data): the FSS kernels never call it.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
         .testTarget(name: "RingTests", dependencies: ["Ring", "CRingKernels"]),

@@ -211,6 +211,9 @@ public struct DPFKeys: Sendable {
     }
 
     /// The encoded size read from the header at the start of `bytes`, to find where a key batch ends in a stream.
+    /// How many leading bytes `encodedSize(of:)` reads.
+    public static let encodedHeaderSize = KeyHeader.size
+
     public static func encodedSize(of bytes: UnsafeRawBufferPointer) throws(KeyDecodingError) -> Int {
         let fields = try KeyHeader.read(bytes, kind: DPFLayout.kind)
         return KeyHeader.size + (try DPFLayout.checkedBodySize(inputBits: fields.inputBits, count: fields.count))

@@ -16,6 +16,10 @@ public enum TransportError: Error, Equatable, CustomStringConvertible {
     case frameTooLarge(Int, limit: Int)
     case handshakeMismatch(String)
     case system(call: String, errno: Int32)
+    /// The TLS handshake failed: the peer does not hold this deployment's credentials (or does not speak TLS).
+    case authenticationFailed(String)
+    /// A TLS record could not be read or written.
+    case tls(String)
     case closed
 
     public var description: String {
@@ -26,6 +30,8 @@ public enum TransportError: Error, Equatable, CustomStringConvertible {
         case .frameTooLarge(let n, let limit): "the peer announced a \(n)-byte message; the limit is \(limit)"
         case .handshakeMismatch(let why): "the peer is not the expected one: \(why)"
         case .system(let call, let errno): "\(call) failed (errno \(errno))"
+        case .authenticationFailed(let why): "the peer was refused before any protocol traffic: \(why)"
+        case .tls(let why): "TLS failed: \(why)"
         case .closed: "the channel is closed"
         }
     }

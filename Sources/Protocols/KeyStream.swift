@@ -8,6 +8,8 @@ public enum KeyStreamError: Error, Equatable, CustomStringConvertible {
     /// The dealer wrote another gate here: the keys belong to another model or were generated differently.
     case outOfStep(expected: String, found: String)
     case badKey(KeyDecodingError)
+    /// The key material failed its integrity check (a key file's section MAC): tampered with or damaged.
+    case integrity(String)
 
     public var description: String {
         switch self {
@@ -16,6 +18,7 @@ public enum KeyStreamError: Error, Equatable, CustomStringConvertible {
         case .outOfStep(let expected, let found):
             "the key stream is out of step with the computation: expected \(expected), found \(found)"
         case .badKey(let error): "a key in the stream is malformed: \(error)"
+        case .integrity(let why): why
         }
     }
 }
@@ -85,17 +88,28 @@ final class ByteOwner: @unchecked Sendable {  // immutable after init
     deinit { bytes.deallocate() }
 }
 
+/// Approves key bytes before a gate uses them: a key file checks each section's MAC as the reader reaches it.
+public protocol KeyStreamVerifier: AnyObject, Sendable {
+    /// Blocks until the bytes before `end` have passed their check, and returns how far checking has reached
+    /// (at least `end`); throws if a section before `end` failed. `end` also tells how far the reader has come.
+    func verified(through end: Int) throws(KeyStreamError) -> Int
+}
+
 /// A party's reader of its key stream: reads once, sequentially, from memory it does not copy (a mapped key
-/// file, or an array for tests).
+/// file, or an array for tests). With a verifier, no byte reaches a gate before it passed its integrity check.
 public final class KeyStreamReader: @unchecked Sendable {  // used by one thread: the party's protocol thread
     private let base: UnsafeRawBufferPointer
     private let owner: AnyObject & Sendable
+    private let verifier: KeyStreamVerifier?
+    private var verifiedEnd: Int
     public private(set) var offset = 0
 
-    /// Reads `bytes`, which `owner` keeps alive.
-    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject & Sendable) {
+    /// Reads `bytes`, which `owner` keeps alive; `verifier`, if given, approves every byte before it is used.
+    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject & Sendable, verifier: KeyStreamVerifier? = nil) {
         base = bytes
         self.owner = owner
+        self.verifier = verifier
+        verifiedEnd = verifier == nil ? Int.max : 0
     }
 
     /// Reads a copy of `bytes`.
@@ -106,8 +120,13 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
 
     public var remaining: Int { base.count - offset }
 
+    private func ensureVerified(through end: Int) throws(KeyStreamError) {
+        if end > verifiedEnd, let verifier { verifiedEnd = try verifier.verified(through: end) }
+    }
+
     private func take(_ count: Int) throws(KeyStreamError) -> UnsafeRawBufferPointer {
         guard count <= remaining else { throw .exhausted(needed: count, available: remaining) }
+        try ensureVerified(through: offset + count)
         defer { offset += count }
         return UnsafeRawBufferPointer(rebasing: base[offset..<(offset + count)])
     }
@@ -136,6 +155,7 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
 
     /// A DPF key batch, viewed in place.
     public func dpf() throws(KeyStreamError) -> DPFKeys {
+        try ensureVerified(through: min(base.count, offset + DPFKeys.encodedHeaderSize))
         let header = UnsafeRawBufferPointer(rebasing: base[offset...])
         let size: Int
         do { size = try DPFKeys.encodedSize(of: header) } catch { throw .badKey(error) }

@@ -110,6 +110,7 @@ public enum ProtocolBenchmark {
         let keys1 = sink1.bytes
         let listener = try TCPListener(port: 0)
         let port = listener.port
+        let security = ChannelSecurity.ephemeral()  // what a deployment runs: TLS
         let handshake: @Sendable (Handshake.Role) -> Handshake = { role in
             Handshake(
                 role: role, modelFingerprint: [UInt8](repeating: 1, count: 32),
@@ -123,7 +124,7 @@ public enum ProtocolBenchmark {
         let done = DispatchSemaphore(value: 0)
         Thread {
             do {
-                let channel = try listener.accept(handshake: handshake(.server), timeout: 60)
+                let channel = try listener.accept(handshake: handshake(.server), security: security, timeout: 60)
                 let party = PartyContext(party: .p0, keys: KeyStreamReader(copying: keys0), channel: channel)
                 let start = DispatchTime.now().uptimeNanoseconds
                 try step(
@@ -135,7 +136,8 @@ public enum ProtocolBenchmark {
             }
             done.signal()
         }.start()
-        let channel = try TCPChannel.connect(port: port, handshake: handshake(.client), timeout: 60)
+        let channel = try TCPChannel.connect(
+            port: port, handshake: handshake(.client), security: security, timeout: 60)
         let party = PartyContext(party: .p1, keys: KeyStreamReader(copying: keys1), channel: channel)
         let start = DispatchTime.now().uptimeNanoseconds
         try step(

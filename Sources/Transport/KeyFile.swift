@@ -1,3 +1,4 @@
+import CSigmaCrypto
 import FSS
 import Foundation
 import Protocols
@@ -15,20 +16,28 @@ public enum KeyFileError: Error, Equatable, CustomStringConvertible {
     case incomplete(String)
     case alreadyConsumed(String)
     case truncated(expected: Int, actual: Int)
+    /// The header's MAC does not match: altered, or written under another deployment's credentials.
+    case headerCorrupted(String)
     case corrupted(section: Int)
+    /// The file is authenticated by the deployment's credentials, and none were given (or the other way round).
+    case credentialsMismatch(String)
     case ioFailed(call: String, errno: Int32)
 
     public var description: String {
         switch self {
         case .cannotOpen(let path, let errno): "cannot open key file \(path) (errno \(errno))"
         case .notAKeyFile(let path): "\(path) is not a Sigma key file"
-        case .unsupportedVersion(let v): "key file format version \(v) is not supported (this build reads 1)"
+        case .unsupportedVersion(let v):
+            "key file format version \(v) is not supported (this build reads \(KeyFileLayout.version))"
         case .wrongParty(let expected, let found):
             "this key file belongs to \(found == .p0 ? "the server" : "the client"), not \(expected == .p0 ? "the server" : "the client")"
         case .incomplete(let path): "\(path) is incomplete: the dealer did not finish writing it"
         case .alreadyConsumed(let path): "\(path) was already used by an inference; keys are single-use"
         case .truncated(let expected, let actual): "key file is truncated: \(actual) bytes, expected \(expected)"
-        case .corrupted(let section): "key file section \(section) is corrupted (checksum mismatch)"
+        case .headerCorrupted(let path):
+            "\(path): the header fails its MAC (the file was altered, or written for another deployment's credentials)"
+        case .corrupted(let section): "key file section \(section) fails its MAC: the file was altered or damaged"
+        case .credentialsMismatch(let why): why
         case .ioFailed(let call, let errno): "\(call) failed on a key file (errno \(errno))"
         }
     }
@@ -41,6 +50,9 @@ public struct KeyFileHeader: Equatable, Sendable {
     public var modelFingerprint: [UInt8]
     /// Free-form parameters of the computation (for example the model name and bitwidth).
     public var parameters: [UInt8]
+    /// Whether the MACs are keyed by the deployment's dealer–party secret (otherwise by a public key: an
+    /// integrity check against damage, not against an attacker; only with `--insecure-transport`).
+    public internal(set) var authenticated = false
 
     public init(party: Party, sessionID: [UInt8], modelFingerprint: [UInt8], parameters: [UInt8] = []) {
         precondition(sessionID.count == 16 && modelFingerprint.count == 32 && parameters.count <= 3000)
@@ -55,17 +67,25 @@ public struct KeyFileHeader: Equatable, Sendable {
 ///
 ///     0     "SIGMAKEY"   8  version (u16)   10 party (u8)   11 state (u8: 0 being written, 1 complete, 2 consumed)
 ///     12    section size (u32)   16 session id (16 B)   32 model fingerprint (32 B)
-///     64    payload length (u64)   72 section count (u64)   80 parameters length (u16)   82 parameters
+///     64    payload length (u64)   72 section count (u64)   80 parameters length (u16)
+///     82    authenticated (u8)   84 parameters (≤ 3000 B)   4064 header MAC (16 B, over bytes 0..<4064, state as 0)
 ///     4096  payload: the party's key stream, in the order it is consumed
-///     then  one u64 checksum per section of the payload
+///     then  one 16-byte MAC per section of the payload
 ///
+/// MACs are GMAC under K = HMAC-SHA-256(secret, "sigma key file 2" ‖ session id ‖ party), with the section index as
+/// nonce (the header's: all ones). K is fresh per file (the session id is random), so no nonce repeats under a key.
 /// The payload starts on a page boundary so the mapping hands kernels aligned data.
 enum KeyFileLayout {
     static let magic: [UInt8] = Array("SIGMAKEY".utf8)
-    static let version: UInt16 = 1
+    static let version: UInt16 = 2
     static let payloadOffset = 4096
     static let stateOffset = 11
-    static let sectionSize = 64 << 20
+    static let headerMACOffset = 4064
+    static let tagSize = 16
+    static let defaultSectionSize = 64 << 20
+    /// How far the verifier may run ahead of the reader: it faults pages in ahead of use (reading overlaps
+    /// compute) without pulling in more than this much of a file larger than memory.
+    static let verifyAheadSections = 8
 
     enum State: UInt8 {
         case beingWritten = 0
@@ -74,52 +94,125 @@ enum KeyFileLayout {
     }
 }
 
-/// The dealer's writer of one party's key file: a `KeySink` that streams to disk with large writes.
+/// The per-file MAC key and its GMAC.
+struct KeyFileMAC {
+    private let key: [UInt8]
+
+    init(secret: [UInt8]?, sessionID: [UInt8], party: Party) {
+        let label = Array("sigma key file 2".utf8) + sessionID + [party.rawValue]
+        var derived = [UInt8](repeating: 0, count: 32)
+        let material = secret ?? [UInt8](repeating: 0, count: 32)
+        let status = material.withUnsafeBufferPointer { k in
+            label.withUnsafeBytes { sigma_hmac_sha256(k.baseAddress, k.count, $0.baseAddress, $0.count, &derived) }
+        }
+        precondition(status == 0, "HMAC-SHA-256 failed in libcrypto")
+        key = derived
+    }
+
+    static let headerNonce = UInt64.max
+
+    static func nonce(_ index: UInt64) -> [UInt8] { littleEndianBytes(index, count: 8) + [0, 0, 0, 0] }
+
+    func tag(_ bytes: UnsafeRawBufferPointer, nonce index: UInt64) -> [UInt8] {
+        var stream = begin(nonce: index)
+        stream.add(bytes)
+        return stream.finish()
+    }
+
+    func begin(nonce index: UInt64) -> Stream {
+        let state = Self.nonce(index).withUnsafeBufferPointer { nonce in
+            key.withUnsafeBufferPointer { sigma_gmac_begin($0.baseAddress, nonce.baseAddress) }
+        }
+        guard let state else { fatalError("out of memory starting a GMAC") }
+        return Stream(state: state)
+    }
+
+    /// A GMAC being computed over pieces.
+    struct Stream {
+        fileprivate let state: OpaquePointer
+        private(set) var count = 0
+        mutating func add(_ bytes: UnsafeRawBufferPointer) {
+            sigma_gmac_add(state, bytes.baseAddress, bytes.count)
+            count += bytes.count
+        }
+        func finish() -> [UInt8] {
+            var tag = [UInt8](repeating: 0, count: KeyFileLayout.tagSize)
+            precondition(sigma_gmac_end(state, &tag) == 0, "GMAC failed in libcrypto")
+            return tag
+        }
+    }
+
+    /// The header's MAC: over everything before the MAC field, with the state byte (which changes) as 0.
+    func headerTag(_ header: [UInt8]) -> [UInt8] {
+        var covered = Array(header[0..<KeyFileLayout.headerMACOffset])
+        covered[KeyFileLayout.stateOffset] = 0
+        return covered.withUnsafeBytes { tag($0, nonce: Self.headerNonce) }
+    }
+}
+
+/// The dealer's writer of one party's key file: a `KeySink` that streams to disk with large writes, computing each
+/// section's MAC on the way.
 public final class KeyFileWriter: KeySink {
     private let fd: Int32
-    private let header: KeyFileHeader
+    private var header: KeyFileHeader
+    private let mac: KeyFileMAC
+    private let sectionSize: Int
     private var buffer: [UInt8] = []
     private var payloadLength = 0
-    private var checksums: [UInt64] = []
-    private var sectionHash = SectionHash()
+    private var tags: [UInt8] = []
+    private var section: KeyFileMAC.Stream
     public let path: String
 
-    /// Creates (or replaces) `path` with owner-only permissions.
-    public init(path: String, header: KeyFileHeader) throws {
+    /// Creates (or replaces) `path` with owner-only permissions. `secret` is the deployment's dealer–party key
+    /// (`Credentials.keyFileSecret`); nil only for `--insecure-transport` deployments.
+    public convenience init(path: String, header: KeyFileHeader, secret: [UInt8]?) throws {
+        try self.init(path: path, header: header, secret: secret, sectionSize: KeyFileLayout.defaultSectionSize)
+    }
+
+    /// With a chosen section size: lets tests cover many sections with a small file.
+    init(path: String, header: KeyFileHeader, secret: [UInt8]?, sectionSize: Int) throws {
+        precondition(sectionSize > 0 && sectionSize <= Int(UInt32.max))
         self.path = path
         self.header = header
+        self.header.authenticated = secret != nil
+        self.sectionSize = sectionSize
+        mac = KeyFileMAC(secret: secret, sessionID: header.sessionID, party: header.party)
+        section = mac.begin(nonce: 0)
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw KeyFileError.cannotOpen(path: path, errno: errno) }
         try writeHeader(state: .beingWritten)
         buffer.reserveCapacity(8 << 20)
     }
 
-    deinit { close(fd) }
+    deinit {
+        _ = section.finish()  // frees the C state
+        close(fd)
+    }
 
     public func write(_ bytes: [UInt8]) throws {
         var rest = bytes[...]
         while !rest.isEmpty {
-            let room = KeyFileLayout.sectionSize - sectionHash.count
-            let piece = rest.prefix(room)
-            piece.withUnsafeBytes { sectionHash.add($0) }
+            let piece = rest.prefix(sectionSize - section.count)
+            piece.withUnsafeBytes { section.add($0) }
             buffer += piece
             payloadLength += piece.count
             rest = rest.dropFirst(piece.count)
-            if sectionHash.count == KeyFileLayout.sectionSize {
-                checksums.append(sectionHash.finish())
-                sectionHash = SectionHash()
+            if section.count == sectionSize {
+                tags += section.finish()
+                section = mac.begin(nonce: UInt64(tags.count / KeyFileLayout.tagSize))
             }
             if buffer.count >= 8 << 20 { try flush() }
         }
     }
 
-    /// Writes the checksums, marks the file complete and syncs it: only then may a party use it.
+    /// Writes the MACs, marks the file complete and syncs it: only then may a party use it.
     public func finish() throws {
-        if sectionHash.count > 0 { checksums.append(sectionHash.finish()) }
+        if section.count > 0 {
+            tags += section.finish()
+            section = mac.begin(nonce: UInt64(tags.count / KeyFileLayout.tagSize))
+        }
         try flush()
-        var table: [UInt8] = []
-        for sum in checksums { table += littleEndianBytes(sum, count: 8) }
-        try writeAll(table, at: KeyFileLayout.payloadOffset + payloadLength)
+        try writeAll(tags, at: KeyFileLayout.payloadOffset + payloadLength)
         try writeHeader(state: .complete)
         guard fsync(fd) == 0 else { throw KeyFileError.ioFailed(call: "fsync", errno: errno) }
     }
@@ -135,13 +228,17 @@ public final class KeyFileWriter: KeySink {
         bytes.replaceSubrange(8..<10, with: littleEndianBytes(UInt64(KeyFileLayout.version), count: 2))
         bytes[10] = header.party.rawValue
         bytes[KeyFileLayout.stateOffset] = state.rawValue
-        bytes.replaceSubrange(12..<16, with: littleEndianBytes(UInt64(KeyFileLayout.sectionSize), count: 4))
+        bytes.replaceSubrange(12..<16, with: littleEndianBytes(UInt64(sectionSize), count: 4))
         bytes.replaceSubrange(16..<32, with: header.sessionID)
         bytes.replaceSubrange(32..<64, with: header.modelFingerprint)
         bytes.replaceSubrange(64..<72, with: littleEndianBytes(UInt64(payloadLength), count: 8))
-        bytes.replaceSubrange(72..<80, with: littleEndianBytes(UInt64(checksums.count), count: 8))
+        bytes.replaceSubrange(72..<80, with: littleEndianBytes(UInt64(tags.count / KeyFileLayout.tagSize), count: 8))
         bytes.replaceSubrange(80..<82, with: littleEndianBytes(UInt64(header.parameters.count), count: 2))
-        bytes.replaceSubrange(82..<(82 + header.parameters.count), with: header.parameters)
+        bytes[82] = header.authenticated ? 1 : 0
+        bytes.replaceSubrange(84..<(84 + header.parameters.count), with: header.parameters)
+        let tag = mac.headerTag(bytes)
+        bytes.replaceSubrange(
+            KeyFileLayout.headerMACOffset..<(KeyFileLayout.headerMACOffset + KeyFileLayout.tagSize), with: tag)
         try writeAll(bytes, at: 0)
     }
 
@@ -160,16 +257,18 @@ public final class KeyFileWriter: KeySink {
     }
 }
 
-/// A party's key file, mapped read-only; `reader` hands the payload to the protocols in order.
+/// A party's key file, mapped read-only; `reader` hands the payload to the protocols in order, each section only
+/// after its MAC was checked.
 public final class KeyFile: @unchecked Sendable {  // the mapping is immutable once opened
     public let header: KeyFileHeader
     public let path: String
-    private let mapping: UnsafeRawBufferPointer
-    private let payloadLength: Int
+    private let verifier: SectionVerifier
 
-    /// Opens `path` for `party`: checks magic, version, party, completeness, size and section checksums, then
-    /// marks the file consumed (keys are single-use) and maps it. Never traps on a malformed file.
-    public init(path: String, party: Party, markConsumed: Bool = true) throws {
+    /// Opens `path` for `party`: checks magic, version, party, completeness, size and the header's MAC, marks the
+    /// file consumed (keys are single-use), maps it, and starts checking the sections' MACs in the background,
+    /// ahead of the reader. `secret` is the deployment's dealer–party key (nil only with `--insecure-transport`).
+    /// Never traps on a malformed file.
+    public init(path: String, party: Party, secret: [UInt8]?, markConsumed: Bool = true) throws {
         self.path = path
         let fd = open(path, markConsumed ? O_RDWR : O_RDONLY)
         guard fd >= 0 else { throw KeyFileError.cannotOpen(path: path, errno: errno) }
@@ -192,105 +291,154 @@ public final class KeyFile: @unchecked Sendable {  // the mapping is immutable o
         case .consumed: throw KeyFileError.alreadyConsumed(path)
         case .beingWritten, nil: throw KeyFileError.incomplete(path)
         }
+        switch (head[82], secret != nil) {
+        case (1, true), (0, false): break
+        case (1, false):
+            throw KeyFileError.credentialsMismatch(
+                "\(path) is authenticated by the deployment's credentials: pass --credentials")
+        case (0, true):
+            throw KeyFileError.credentialsMismatch(
+                "\(path) was written without credentials (an --insecure-transport dealer); refusing it with credentials")
+        default: throw KeyFileError.notAKeyFile(path)
+        }
+        let sessionID = Array(head[16..<32])
+        let mac = KeyFileMAC(secret: secret, sessionID: sessionID, party: owner)
+        let storedHeaderTag = Array(
+            head[KeyFileLayout.headerMACOffset..<(KeyFileLayout.headerMACOffset + KeyFileLayout.tagSize)])
+        guard constantTimeEqual(mac.headerTag(head), storedHeaderTag) else {
+            throw KeyFileError.headerCorrupted(path)
+        }
         let sectionSize = Int(readLittleEndian(head, at: 12, count: 4))
         let payloadLength = Int(clamping: readLittleEndian(head, at: 64, count: 8))
         let sections = Int(clamping: readLittleEndian(head, at: 72, count: 8))
         let parametersLength = Int(readLittleEndian(head, at: 80, count: 2))
-        guard sectionSize > 0, parametersLength <= 3000,
-            sections == (payloadLength + sectionSize - 1) / sectionSize,
-            payloadLength <= Int.max / 2, sections <= Int.max / 16
+        guard sectionSize > 0, parametersLength <= 3000, payloadLength <= Int.max / 2,
+            sections == (payloadLength + sectionSize - 1) / sectionSize
         else { throw KeyFileError.notAKeyFile(path) }
-        let expected = KeyFileLayout.payloadOffset + payloadLength + 8 * sections
+        let expected = KeyFileLayout.payloadOffset + payloadLength + KeyFileLayout.tagSize * sections
         guard size == expected else { throw KeyFileError.truncated(expected: expected, actual: size) }
-        header = KeyFileHeader(
-            party: owner, sessionID: Array(head[16..<32]), modelFingerprint: Array(head[32..<64]),
-            parameters: Array(head[82..<(82 + parametersLength)]))
-        self.payloadLength = payloadLength
+        var parsed = KeyFileHeader(
+            party: owner, sessionID: sessionID, modelFingerprint: Array(head[32..<64]),
+            parameters: Array(head[84..<(84 + parametersLength)]))
+        parsed.authenticated = secret != nil
+        header = parsed
 
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
             throw KeyFileError.ioFailed(call: "mmap", errno: errno)
         }
         madvise(base, size, MADV_SEQUENTIAL)
-        mapping = UnsafeRawBufferPointer(start: base, count: size)
-        let payload = UnsafeRawBufferPointer(rebasing: mapping[KeyFileLayout.payloadOffset...])
-        for section in 0..<sections {
-            let start = section * sectionSize
-            let piece = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + sectionSize, payloadLength)])
-            var hash = SectionHash()
-            hash.add(piece)
-            let stored = mapping.loadUnaligned(
-                fromByteOffset: KeyFileLayout.payloadOffset + payloadLength + 8 * section, as: UInt64.self)
-            guard hash.finish() == UInt64(littleEndian: stored) else {
-                munmap(base, size)
-                throw KeyFileError.corrupted(section: section)
-            }
-        }
+        verifier = SectionVerifier(
+            mapping: UnsafeRawBufferPointer(start: base, count: size), payloadLength: payloadLength,
+            sectionSize: sectionSize, mac: mac)
         if markConsumed {
             var consumed = KeyFileLayout.State.consumed.rawValue
             guard pwrite(fd, &consumed, 1, off_t(KeyFileLayout.stateOffset)) == 1, fsync(fd) == 0 else {
-                munmap(base, size)
                 throw KeyFileError.ioFailed(call: "pwrite", errno: errno)
             }
         }
+        verifier.start()
+    }
+
+    deinit { verifier.cancel() }
+
+    /// The payload as a key stream, read in place; each byte is handed out only after its section's MAC passed.
+    public func reader() -> KeyStreamReader {
+        KeyStreamReader(bytes: verifier.payload, owner: self, verifier: verifier)
+    }
+
+    public var payloadBytes: Int { verifier.payload.count }
+}
+
+/// Checks a mapped key file's section MACs on its own thread, in order, staying a bounded distance ahead of the
+/// reader (the first touch of each page happens here, so disk reads overlap the protocol's compute), and releases
+/// the pages of sections the reader has left behind (a file larger than memory streams through).
+final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutable state guarded by `condition`
+    let payload: UnsafeRawBufferPointer
+    private let mapping: UnsafeRawBufferPointer
+    private let sectionSize: Int
+    private let sections: Int
+    private let mac: KeyFileMAC
+    private let condition = NSCondition()
+    private var verifiedSections = 0
+    private var readerEnd = 0
+    private var failedSection: Int?
+    private var cancelled = false
+
+    init(mapping: UnsafeRawBufferPointer, payloadLength: Int, sectionSize: Int, mac: KeyFileMAC) {
+        self.mapping = mapping
+        payload = UnsafeRawBufferPointer(
+            rebasing: mapping[KeyFileLayout.payloadOffset..<(KeyFileLayout.payloadOffset + payloadLength)])
+        self.sectionSize = sectionSize
+        sections = (payloadLength + sectionSize - 1) / sectionSize
+        self.mac = mac
     }
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count) }
 
-    /// The payload as a key stream, read in place.
-    public func reader() -> KeyStreamReader {
-        KeyStreamReader(
-            bytes: UnsafeRawBufferPointer(
-                rebasing: mapping[KeyFileLayout.payloadOffset..<(KeyFileLayout.payloadOffset + payloadLength)]),
-            owner: self)
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "sigma-key-verifier"
+        thread.start()
     }
 
-    public var payloadBytes: Int { payloadLength }
+    func cancel() {
+        condition.withLock {
+            cancelled = true
+            condition.broadcast()
+        }
+    }
+
+    func verified(through end: Int) throws(KeyStreamError) -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        readerEnd = max(readerEnd, end)
+        condition.broadcast()
+        while verifiedBytes < end && failedSection == nil && !cancelled { condition.wait() }
+        if verifiedBytes >= end { return verifiedBytes }
+        if let failedSection {
+            throw .integrity(KeyFileError.corrupted(section: failedSection).description)
+        }
+        throw .integrity("the key file was closed while in use")
+    }
+
+    private var verifiedBytes: Int { min(verifiedSections * sectionSize, payload.count) }
+
+    private func run() {
+        var released = 0
+        for section in 0..<sections {
+            condition.lock()
+            while !cancelled && section - readerEnd / sectionSize >= KeyFileLayout.verifyAheadSections {
+                condition.wait()
+            }
+            let stop = cancelled
+            let readerSection = readerEnd / sectionSize
+            condition.unlock()
+            if stop { return }
+            // Sections two behind the reader are done with; their pages go back (re-read from the file if a gate
+            // still holds a view into them, so this is only ever a cost, never a wrong byte).
+            if readerSection - 2 > released {
+                let start = released * sectionSize
+                let end = (readerSection - 2) * sectionSize
+                madvise(UnsafeMutableRawPointer(mutating: payload.baseAddress! + start), end - start, MADV_DONTNEED)
+                released = readerSection - 2
+            }
+            let start = section * sectionSize
+            let piece = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + sectionSize, payload.count)])
+            let tag = mac.tag(piece, nonce: UInt64(section))
+            let storedOffset = KeyFileLayout.payloadOffset + payload.count + KeyFileLayout.tagSize * section
+            let stored = Array(UnsafeRawBufferPointer(rebasing: mapping[storedOffset..<(storedOffset + 16)]))
+            let good = constantTimeEqual(tag, stored)
+            condition.withLock {
+                if good { verifiedSections += 1 } else { failedSection = section }
+                condition.broadcast()
+            }
+            if !good { return }
+        }
+    }
 }
 
-/// The checksum of one key-file section (multiply-xorshift over 8-byte words): catches corruption and truncation
-/// within a section. Not a MAC; authenticated key files are issue 7.
-struct SectionHash {
-    private var state: UInt64 = 0x243F_6A88_85A3_08D3
-    private var pending: [UInt8] = []
-    private(set) var count = 0
-
-    /// Byte by byte: for the few bytes around a word boundary.
-    private mutating func addSlowly<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        count += bytes.count
-        for byte in bytes {
-            pending.append(byte)
-            if pending.count == 8 {
-                let word = pending.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-                state = (state ^ word) &* 0x9E37_79B9_7F4A_7C15
-                state ^= state >> 29
-                pending.removeAll(keepingCapacity: true)
-            }
-        }
-    }
-
-    mutating func add(_ bytes: UnsafeRawBufferPointer) {
-        var offset = 0
-        if !pending.isEmpty {
-            offset = min(8 - pending.count, bytes.count)
-            addSlowly(bytes[0..<offset])
-            if !pending.isEmpty { return }
-        }
-        let start = offset
-        while offset + 8 <= bytes.count {
-            state = (state ^ bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) &* 0x9E37_79B9_7F4A_7C15
-            state ^= state >> 29
-            offset += 8
-        }
-        count += offset - start
-        addSlowly(bytes[offset...])
-    }
-
-    func finish() -> UInt64 {
-        var tail: UInt64 = 0
-        for (i, byte) in pending.enumerated() { tail |= UInt64(byte) << UInt64(8 * i) }
-        let h = (state ^ tail ^ UInt64(count)) &* 0xBF58_476D_1CE4_E5B9
-        return h ^ (h >> 31)
-    }
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.count == b.count && sigma_equal_constant_time(a, b, a.count) == 1
 }
 
 func littleEndianBytes(_ value: UInt64, count: Int) -> [UInt8] {

@@ -6,7 +6,7 @@ import Protocols
 #endif
 
 /// A blocking TCP socket: one wrapper per system call, retrying on EINTR, with typed errors.
-final class Socket: @unchecked Sendable {  // one reader thread and one writer thread at a time, by construction
+final class Socket: ByteStream, @unchecked Sendable {  // one reader thread and one writer thread at a time, by construction
     let fd: Int32
     private let closeLock = NSLock()
     private var isClosed = false
@@ -93,38 +93,7 @@ final class Socket: @unchecked Sendable {  // one reader thread and one writer t
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)))
     }
 
-    /// Writes an 8-byte little-endian length and the payload.
-    func sendFrame(_ payload: [UInt8]) throws(TransportError) {
-        let length = UInt64(payload.count)
-        try sendAll((0..<8).map { UInt8(truncatingIfNeeded: length >> UInt64(8 * $0)) })
-        try sendAll(payload)
-    }
-
-    /// Reads one frame; a length above `limit` is refused before any allocation.
-    func receiveFrame(limit: Int, timeout: Double) throws(TransportError) -> [UInt8] {
-        var header = [UInt8](repeating: 0, count: 8)
-        try receiveAll(&header, timeout: timeout)
-        let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
-        guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
-        var payload = [UInt8](repeating: 0, count: Int(length))
-        try receiveAll(&payload, timeout: timeout)
-        return payload
-    }
-
-    func sendRaw(_ bytes: [UInt8]) throws(TransportError) { try sendAll(bytes) }
-
-    // `withUnsafeBytes` is not typed-throws, so errors travel back as a `Result`.
-    private func sendAll(_ array: [UInt8]) throws(TransportError) {
-        try array.withUnsafeBytes { bytes in Result { () throws(TransportError) in try sendAll(bytes) } }.get()
-    }
-
-    private func receiveAll(_ array: inout [UInt8], timeout: Double) throws(TransportError) {
-        try array.withUnsafeMutableBytes { bytes in
-            Result { () throws(TransportError) in try receiveAll(bytes, timeout: timeout) }
-        }.get()
-    }
-
-    private func sendAll(_ bytes: UnsafeRawBufferPointer) throws(TransportError) {
+    func sendAll(_ bytes: UnsafeRawBufferPointer) throws(TransportError) {
         var offset = 0
         while offset < bytes.count {
             let sent = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
@@ -138,7 +107,7 @@ final class Socket: @unchecked Sendable {  // one reader thread and one writer t
         }
     }
 
-    private func receiveAll(_ bytes: UnsafeMutableRawBufferPointer, timeout: Double) throws(TransportError) {
+    func receiveAll(_ bytes: UnsafeMutableRawBufferPointer, timeout: Double) throws(TransportError) {
         var offset = 0
         while offset < bytes.count {
             let got = recv(fd, bytes.baseAddress! + offset, bytes.count - offset, 0)
@@ -179,5 +148,47 @@ final class Socket: @unchecked Sendable {  // one reader thread and one writer t
             throw .connectionFailed("'\(host)' is not an IPv4 address")
         }
         return address
+    }
+}
+
+/// A connected byte stream that frames travel on: a plain socket, or TLS over one. One reader thread and one
+/// writer thread may use it at once.
+protocol ByteStream: AnyObject, Sendable {
+    func sendAll(_ bytes: UnsafeRawBufferPointer) throws(TransportError)
+    func receiveAll(_ bytes: UnsafeMutableRawBufferPointer, timeout: Double) throws(TransportError)
+    /// Ends both directions, waking a blocked reader.
+    func shutdown()
+}
+
+extension ByteStream {
+    /// Writes an 8-byte little-endian length and the payload.
+    func sendFrame(_ payload: [UInt8]) throws(TransportError) {
+        let length = UInt64(payload.count)
+        try sendAll((0..<8).map { UInt8(truncatingIfNeeded: length >> UInt64(8 * $0)) })
+        try sendAll(payload)
+    }
+
+    /// Reads one frame; a length above `limit` is refused before any allocation.
+    func receiveFrame(limit: Int, timeout: Double) throws(TransportError) -> [UInt8] {
+        var header = [UInt8](repeating: 0, count: 8)
+        try receiveAll(&header, timeout: timeout)
+        let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
+        guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
+        var payload = [UInt8](repeating: 0, count: Int(length))
+        try receiveAll(&payload, timeout: timeout)
+        return payload
+    }
+
+    func sendRaw(_ bytes: [UInt8]) throws(TransportError) { try sendAll(bytes) }
+
+    // `withUnsafeBytes` is not typed-throws, so errors travel back as a `Result`.
+    func sendAll(_ array: [UInt8]) throws(TransportError) {
+        try array.withUnsafeBytes { bytes in Result { () throws(TransportError) in try sendAll(bytes) } }.get()
+    }
+
+    func receiveAll(_ array: inout [UInt8], timeout: Double) throws(TransportError) {
+        try array.withUnsafeMutableBytes { bytes in
+            Result { () throws(TransportError) in try receiveAll(bytes, timeout: timeout) }
+        }.get()
     }
 }

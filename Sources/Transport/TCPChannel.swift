@@ -71,53 +71,78 @@ public struct Handshake: Equatable, Sendable {
     }
 }
 
-/// A channel over TCP: length-prefixed frames on a POSIX socket, TCP_NODELAY, no SIGPIPE, a receive timeout,
-/// and a dedicated sender thread so both directions of a round proceed at once.
+/// A channel over TCP: length-prefixed frames on a POSIX socket (TLS 1.3 unless the deployment chose
+/// `--insecure-transport`), TCP_NODELAY, no SIGPIPE, a receive timeout, and a dedicated sender thread so both
+/// directions of a round proceed at once.
 public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded by `lock`; the socket by roles
     /// The largest frame a peer may announce; larger ones are refused before allocating.
     public let frameLimit: Int
     public let timeout: Double
-    private let socket: Socket
+    /// What protects the bytes: the negotiated TLS version and cipher suite, or plain TCP.
+    public let security: String
+    private let stream: ByteStream
     private let sender: SenderThread
     private let lock = NSLock()
     private var counters = ChannelStatistics()
 
-    init(socket: Socket, timeout: Double, frameLimit: Int) {
-        self.socket = socket
+    init(stream: ByteStream, security: String, timeout: Double, frameLimit: Int) {
+        self.stream = stream
+        self.security = security
         self.timeout = timeout
         self.frameLimit = frameLimit
-        sender = SenderThread(socket: socket)
+        sender = SenderThread(stream: stream)
     }
 
     deinit {
         sender.stop()
-        socket.close()
+        (stream as? Socket)?.close()  // a TLS stream closes its socket when freed
     }
 
     /// Listens on `host:port`, accepts one peer within `timeout` seconds, and runs the handshake.
     public static func accept(
-        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, timeout: Double = 60,
-        frameLimit: Int = 1 << 32
+        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, security: ChannelSecurity,
+        timeout: Double = 60, frameLimit: Int = 1 << 32
     ) throws(TransportError) -> TCPChannel {
         let listener = try TCPListener(host: host, port: port)
-        return try listener.accept(handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+        return try listener.accept(handshake: handshake, security: security, timeout: timeout, frameLimit: frameLimit)
     }
 
     /// Connects to `host:port`, retrying until `timeout` while the peer is not yet listening, and runs the
     /// handshake.
     public static func connect(
-        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, timeout: Double = 60,
-        frameLimit: Int = 1 << 32
+        host: String = "127.0.0.1", port: UInt16, handshake: Handshake, security: ChannelSecurity,
+        timeout: Double = 60, frameLimit: Int = 1 << 32
     ) throws(TransportError) -> TCPChannel {
         let socket = try Socket.connect(host: host, port: port, timeout: timeout)
-        return try open(socket, handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+        return try open(
+            socket, isServer: false, handshake: handshake, security: security, timeout: timeout,
+            frameLimit: frameLimit)
     }
 
-    static func open(_ socket: Socket, handshake: Handshake, timeout: Double, frameLimit: Int)
-        throws(TransportError) -> TCPChannel
-    {
+    /// Secures the connection (the TLS handshake authenticates the peer before any Sigma byte), then runs the Sigma
+    /// handshake inside it.
+    static func open(
+        _ socket: Socket, isServer: Bool, handshake: Handshake, security: ChannelSecurity, timeout: Double,
+        frameLimit: Int
+    ) throws(TransportError) -> TCPChannel {
         try socket.configure(timeout: timeout)
-        let channel = TCPChannel(socket: socket, timeout: timeout, frameLimit: frameLimit)
+        let channel: TCPChannel
+        switch security {
+        case .insecure:
+            channel = TCPChannel(stream: socket, security: security.description, timeout: timeout, frameLimit: frameLimit)
+        case .tls(let key, let identity):
+            let stream: TLSStream
+            do {
+                stream = try TLSStream(
+                    socket: socket, isServer: isServer, presharedKey: key, identity: identity, timeout: timeout)
+            } catch {
+                socket.close()
+                throw error
+            }
+            channel = TCPChannel(
+                stream: stream, security: stream.negotiated, timeout: timeout,
+                frameLimit: frameLimit)
+        }
         let peer = try channel.exchangeFrames(handshake.encoded, limit: 1024)
         do {
             try handshake.check(peer: peer)
@@ -138,7 +163,7 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     }
 
     public func send(_ message: [UInt8]) throws(TransportError) {
-        try socket.sendFrame(message)
+        try stream.sendFrame(message)
         lock.withLock {
             counters.bytesSent += message.count
             counters.rounds += 1
@@ -146,7 +171,7 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     }
 
     public func receive() throws(TransportError) -> [UInt8] {
-        let message = try socket.receiveFrame(limit: frameLimit, timeout: timeout)
+        let message = try stream.receiveFrame(limit: frameLimit, timeout: timeout)
         lock.withLock {
             counters.bytesReceived += message.count
             counters.rounds += 1
@@ -156,17 +181,17 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
 
     public func close() {
         sender.stop()
-        socket.shutdown()
+        stream.shutdown()
     }
 
     /// Writes raw bytes, bypassing framing: lets tests play a hostile peer.
-    func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try socket.sendRaw(bytes) }
+    func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try stream.sendRaw(bytes) }
 
     private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
         let pending = sender.start(message)
         let received: [UInt8]
         do {
-            received = try socket.receiveFrame(limit: limit, timeout: timeout)
+            received = try stream.receiveFrame(limit: limit, timeout: timeout)
         } catch {
             _ = pending.wait()
             throw error
@@ -195,13 +220,13 @@ final class SenderThread: @unchecked Sendable {  // `work` and `stopped` guarded
         }
     }
 
-    private let socket: Socket
+    private let stream: ByteStream
     private let condition = NSCondition()
     private var work: ([UInt8], Pending)?
     private var stopped = false
 
-    init(socket: Socket) {
-        self.socket = socket
+    init(stream: ByteStream) {
+        self.stream = stream
         let thread = Thread { [weak self] in self?.run() }
         thread.name = "sigma-sender"
         thread.start()
@@ -239,7 +264,7 @@ final class SenderThread: @unchecked Sendable {  // `work` and `stopped` guarded
             work = nil
             condition.unlock()
             do {
-                try socket.sendFrame(message)
+                try stream.sendFrame(message)
                 pending.finish(nil)
             } catch {
                 pending.finish(error)
@@ -261,10 +286,11 @@ public final class TCPListener: @unchecked Sendable {  // the socket is used by 
     deinit { socket.close() }
 
     /// Accepts one peer within `timeout` seconds and runs the handshake.
-    public func accept(handshake: Handshake, timeout: Double = 60, frameLimit: Int = 1 << 32)
-        throws(TransportError) -> TCPChannel
-    {
+    public func accept(
+        handshake: Handshake, security: ChannelSecurity, timeout: Double = 60, frameLimit: Int = 1 << 32
+    ) throws(TransportError) -> TCPChannel {
         let peer = try socket.accept(timeout: timeout)
-        return try TCPChannel.open(peer, handshake: handshake, timeout: timeout, frameLimit: frameLimit)
+        return try TCPChannel.open(
+            peer, isServer: true, handshake: handshake, security: security, timeout: timeout, frameLimit: frameLimit)
     }
 }

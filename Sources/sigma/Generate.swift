@@ -35,7 +35,8 @@ enum Generate {
             let model = ["--model", folder, "--tokens", String(ids.count)] + bits
             let run = try Run.secureRun(
                 executable, directory: directory, job: model,
-                clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")])
+                clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")],
+                insecure: options.has("--insecure-transport"))
             guard let next = run.client["next_token"] as? Int else {
                 throw RoleError("step \(step + 1) returned no token")
             }
@@ -102,7 +103,8 @@ enum Generate {
             + (options.string("--bits").map { ["--bits", $0] } ?? [])
         let run = try Run.secureRun(
             executable, directory: directory, job: model,
-            clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")])
+            clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")],
+            insecure: options.has("--insecure-transport"))
         let report = run.client
         let result = run.clientJSON
         guard report["embedding"] != nil else { throw RoleError("the client returned no embedding") }

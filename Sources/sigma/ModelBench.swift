@@ -29,13 +29,15 @@ enum ModelBench {
         printError("bench model: \(model), \(seq) tokens: key generation, then the online phase…")
         let run = try Run.secureRun(
             executable, directory: directory, job: job,
-            clientArguments: ["--ids", ids.map(String.init).joined(separator: ","), "--timeout", "600"])
+            clientArguments: ["--ids", ids.map(String.init).joined(separator: ","), "--timeout", "600"],
+            insecure: options.has("--insecure-transport"))
         let (clientStats, dealerStats, serverStats, keygenWall) = (
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )
         let result = JSONValue.object([
             ("model", .string(model)), ("seq", .integer(seq)),
             ("ring", .string("n=\(options.string("--bits") ?? "the reference's for this model") f=12")),
+            ("transport", .string(clientStats["transport"] as? String ?? "")),
             ("online_seconds", .number(clientStats["online_seconds"] as? Double ?? 0)),
             ("keygen_seconds", .number(dealerStats["keygen_seconds"] as? Double ?? keygenWall)),
             (

@@ -13,9 +13,38 @@ enum Roles {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
     }
 
+    /// `sigma credentials --out DIR`: one deployment's secrets, a file per role (owner-only, never overwritten).
+    static func credentials(_ options: Options) throws {
+        let paths = try Credentials.write(Credentials.generate(), to: options.required("--out"))
+        print(
+            """
+            wrote \(paths.joined(separator: ", "))
+            give each role only its own file (over a channel you trust, e.g. scp): the dealer's to the dealer, the
+            server's to the server, the client's to the client; each role takes it with --credentials FILE
+            """)
+    }
+
+    /// The role's credentials, or nil under `--insecure-transport` (said on stderr, and in every report).
+    static func credentials(_ options: Options, as role: Credentials.Role) throws -> Credentials? {
+        if options.has("--insecure-transport") {
+            guard options.string("--credentials") == nil else {
+                throw RoleError("--credentials and --insecure-transport exclude each other")
+            }
+            printError("\(role): --insecure-transport: no encryption, no authentication of the peer or of key files")
+            return nil
+        }
+        guard let path = options.string("--credentials") else {
+            throw RoleError(
+                "--credentials FILE is required (create a deployment's files with `sigma credentials --out DIR`), "
+                    + "or pass --insecure-transport to run without TLS and key-file authentication")
+        }
+        return try Credentials.load(path: path, as: role)
+    }
+
     /// `sigma dealer --keys DIR [--model DIR --tokens T]`: writes DIR/server.key and DIR/client.key for one
     /// inference.
     static func dealer(_ options: Options) throws {
+        let credentials = try credentials(options, as: .dealer)
         let directory = options.required("--keys")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let job = Job(options)
@@ -25,7 +54,8 @@ enum Roles {
         let files = try [Party.p0, .p1].map { party in
             try KeyFileWriter(
                 path: directory + (party == .p0 ? "/server.key" : "/client.key"),
-                header: KeyFileHeader(party: party, sessionID: session, modelFingerprint: try job.fingerprint()))
+                header: KeyFileHeader(party: party, sessionID: session, modelFingerprint: try job.fingerprint()),
+                secret: try credentials?.keyFileSecret(for: party))
         }
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
         showProgress("keys  ")
@@ -46,8 +76,8 @@ enum Roles {
     }
 
     /// Opens this party's key file and checks that it was made for this computation.
-    static func openKeys(_ path: String, party: Party, job: Job) throws -> KeyFile {
-        let file = try KeyFile(path: path, party: party)
+    static func openKeys(_ path: String, party: Party, job: Job, credentials: Credentials?) throws -> KeyFile {
+        let file = try KeyFile(path: path, party: party, secret: try credentials?.keyFileSecret(for: party))
         guard file.header.modelFingerprint == (try job.fingerprint()) else {
             throw RoleError("\(path) holds keys for another model or prompt length")
         }
@@ -57,7 +87,8 @@ enum Roles {
     /// `sigma server --keys FILE [--model DIR --tokens T] --port P`: serves one inference; prints only statistics.
     static func server(_ options: Options) throws {
         let job = Job(options)
-        let keys = try openKeys(options.required("--keys"), party: .p0, job: job)
+        let credentials = try credentials(options, as: .server)
+        let keys = try openKeys(options.required("--keys"), party: .p0, job: job, credentials: credentials)
         let listener = try TCPListener(
             host: options.string("--host") ?? "127.0.0.1",
             port: UInt16(options.integer("--port", default: 0, range: 0...65535)))
@@ -65,6 +96,7 @@ enum Roles {
         let channel = try listener.accept(
             handshake: Handshake(
                 role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
+            security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
         let start = DispatchTime.now()
         showProgress("online")
@@ -78,6 +110,7 @@ enum Roles {
             "stats: "
                 + JSONValue.object([
                     ("role", .string("server")), ("online_seconds", .number(online)),
+                    ("transport", .string(channel.security)),
                     ("bytes_sent", .integer(stats.bytesSent)),
                     ("rounds", .integer(stats.rounds)), ("peak_rss_bytes", .integer(peakResidentBytes())),
                 ]).text)
@@ -88,7 +121,8 @@ enum Roles {
     /// runs one inference and prints the output (for a model: the last position's top tokens).
     static func client(_ options: Options) throws {
         let job = Job(options)
-        let keys = try openKeys(options.required("--keys"), party: .p1, job: job)
+        let credentials = try credentials(options, as: .client)
+        let keys = try openKeys(options.required("--keys"), party: .p1, job: job, credentials: credentials)
         let input: [Double]
         if case .decoder = job {
             guard let ids = options.numbers("--ids") else {
@@ -106,6 +140,7 @@ enum Roles {
             host: host, port: port,
             handshake: Handshake(
                 role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
+            security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
         let start = DispatchTime.now()
         showProgress("online")
@@ -119,7 +154,8 @@ enum Roles {
         let top = output.indices.sorted { output[$0] > output[$1] }.prefix(5)
         if options.has("--json") {
             var fields: [(String, JSONValue)] = [
-                ("online_seconds", .number(online)), ("bytes_sent", .integer(stats.bytesSent)),
+                ("online_seconds", .number(online)), ("transport", .string(channel.security)),
+                ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
                 ("key_bytes", .integer(keys.payloadBytes)), ("peak_rss_bytes", .integer(peakResidentBytes())),
             ]
@@ -138,7 +174,7 @@ enum Roles {
         } else {
             print("output: " + output.prefix(16).map { String(format: "%.4f", $0) }.joined(separator: " "))
             printError(
-                "client: online \(String(format: "%.3f", online)) s, sent \(stats.bytesSent) B, received "
+                "client: \(channel.security); online \(String(format: "%.3f", online)) s, sent \(stats.bytesSent) B, received "
                     + "\(stats.bytesReceived) B, \(stats.rounds) rounds")
         }
     }

@@ -2,6 +2,7 @@ import Foundation
 import Models
 import Protocols
 import Ring
+import Transport
 
 /// `sigma run` / `sigma demo`: dealer, server and client as three processes on this machine, talking TCP over
 /// loopback; prints the client's result and checks it against the cleartext fixed-point and float references.
@@ -15,7 +16,8 @@ enum Run {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let run = try secureRun(
             executable, directory: directory, job: [],
-            clientArguments: ["--input", input.map { String($0) }.joined(separator: ",")])
+            clientArguments: ["--input", input.map { String($0) }.joined(separator: ",")],
+            insecure: options.has("--insecure-transport"))
         guard let output = run.client["output"] as? [Double] else { throw RoleError("the client returned no output") }
         let report = run.client
         let result = run.clientJSON
@@ -32,7 +34,7 @@ enum Run {
                 """
                 Sigma: secure inference of the built-in MLP (\(widths.map(String.init).joined(separator: " → ")), ReLU, \
                 n = \(model.ring.bitwidth), f = \(model.ring.scale))
-                  dealer, server and client ran as three processes over TCP on 127.0.0.1
+                  dealer, server and client ran as three processes on 127.0.0.1; \(report["transport"] ?? "")
                   \(run.dealerSummary.replacingOccurrences(of: directory + "/", with: ""))\
                  (process: \(String(format: "%.3f", run.keygenSeconds)) s)
                   online:  \(String(format: "%.3f", report["online_seconds"] as? Double ?? 0)) s, client sent \
@@ -68,19 +70,31 @@ enum Run {
 
     /// Runs the dealer (keys into `directory`), then the server and the client as processes over loopback TCP, with
     /// `job` (the model options) given to all three and `clientArguments` to the client; the client reports JSON.
-    static func secureRun(_ executable: URL, directory: String, job: [String], clientArguments: [String]) throws
-        -> SecureRun
-    {
+    ///
+    /// Unless `insecure`, a fresh deployment's credentials go into `directory/credentials`: TLS between the parties
+    /// and authenticated key files, as a real deployment runs.
+    static func secureRun(
+        _ executable: URL, directory: String, job: [String], clientArguments: [String], insecure: Bool
+    ) throws -> SecureRun {
+        var security: [Credentials.Role: [String]] = [:]
+        if insecure {
+            for role in Credentials.Role.allCases { security[role] = ["--insecure-transport"] }
+        } else {
+            let paths = try Credentials.write(Credentials.generate(), to: directory + "/credentials")
+            for (role, path) in zip(Credentials.Role.allCases, paths) { security[role] = ["--credentials", path] }
+        }
         let keygenStart = Date()
         let dealerLog = Pipe()
-        let dealer = try spawn(executable, ["dealer", "--keys", directory] + job, stderr: dealerLog)
+        let dealer = try spawn(
+            executable, ["dealer", "--keys", directory] + security[.dealer]! + job, stderr: dealerLog)
         let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         dealer.waitUntilExit()
         guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
         let keygenSeconds = Date().timeIntervalSince(keygenStart)
         let serverLog = Pipe()
         let server = try spawn(
-            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + job, stderr: serverLog)
+            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + security[.server]! + job,
+            stderr: serverLog)
         guard let port = try readPort(from: serverLog.fileHandleForReading) else {
             server.terminate()
             throw RoleError("the server did not start")
@@ -90,7 +104,7 @@ enum Run {
         let client = try spawn(
             executable,
             ["client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json"]
-                + clientArguments
+                + security[.client]! + clientArguments
                 + job,
             stdout: clientOutput, stderr: clientErrors)
         let result = clientOutput.fileHandleForReading.readDataToEndOfFile()

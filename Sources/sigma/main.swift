@@ -15,12 +15,16 @@ let usage = """
                                     inference (fresh keys, three processes) per new token, streamed
       run --model BERT_DIR --text TEXT [--json]
                                     the sentence embedding of a BERT / MiniLM folder (mean pooling, L2)
-      dealer --keys DIR [--model DIR --tokens T]
+      credentials --out DIR         create a deployment's secrets: DIR/dealer.cred, server.cred, client.cred
+      dealer --keys DIR --credentials FILE [--model DIR --tokens T]
                                     write DIR/server.key and DIR/client.key for one inference
-      server --keys FILE [--host ADDR] [--port P] [--timeout S]
+      server --keys FILE --credentials FILE [--host ADDR] [--port P] [--timeout S]
                                     serve one inference (P0, holds the weights); prints only statistics
-      client --keys FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
+      client --keys FILE --credentials FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
                                     run one inference (P1, holds the input) and print the output
+                                    (TLS 1.3 between the parties and MAC-checked key files; the three roles
+                                    take --insecure-transport instead of --credentials to run without them;
+                                    demo, run and bench model make a fresh deployment's credentials themselves)
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
       bench model --model NAME|DIR [--seq L] [--bits n] [--json]
@@ -38,24 +42,34 @@ do {
     switch arguments.first {
     case "demo", "run":
         let options = Options(
-            arguments.dropFirst(), flags: ["--json"],
+            arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
             values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--text"])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
+    case "credentials":
+        try Roles.credentials(Options(arguments.dropFirst(), flags: [], values: ["--out"]))
     case "dealer":
         try Roles.dealer(
-            Options(arguments.dropFirst(), flags: [], values: ["--keys", "--model", "--tokens", "--bits"]))
+            Options(
+                arguments.dropFirst(), flags: ["--insecure-transport"],
+                values: ["--keys", "--model", "--tokens", "--bits", "--credentials"]))
     case "server":
         try Roles.server(
             Options(
-                arguments.dropFirst(), flags: [],
-                values: ["--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits"]))
+                arguments.dropFirst(), flags: ["--insecure-transport"],
+                values: [
+                    "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--credentials",
+                ]))
     case "client":
         try Roles.client(
             Options(
-                arguments.dropFirst(), flags: ["--json"],
-                values: ["--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits"]))
+                arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
+                values: [
+                    "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
+                    "--credentials",
+                ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
-        try ModelBench.run(Options(arguments[2...], flags: ["--json"], values: ["--model", "--seq", "--bits"]))
+        try ModelBench.run(
+            Options(arguments[2...], flags: ["--json", "--insecure-transport"], values: ["--model", "--seq", "--bits"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }
