@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring", "CRingKernels"]),
         .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "sigma"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "Transport", "sigma"]),
     ]
 )

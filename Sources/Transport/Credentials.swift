@@ -43,7 +43,9 @@ public struct Credentials: Equatable, Sendable {
     /// Fresh credentials for all three roles of one deployment, from the OS CSPRNG.
     public static func generate() -> [Role: Credentials] {
         var random = SecureRandom()
-        func secret(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next(bits: 8)) } }
+        func secret(_ count: Int) -> [UInt8] {
+            (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next(bits: 8)) }
+        }
         let deployment = secret(16)
         let serverClient = secret(32)
         let dealerServer = secret(32)
@@ -62,7 +64,8 @@ public struct Credentials: Equatable, Sendable {
     /// The TLS setting of the server–client channel.
     public func partyChannelSecurity() throws -> ChannelSecurity {
         guard let key = serverClientKey else {
-            throw CredentialsError("the \(role) credentials hold no server–client key (use the server's or client's file)")
+            throw CredentialsError(
+                "the \(role) credentials hold no server–client key (use the server's or client's file)")
         }
         return .tls(presharedKey: key, identity: "sigma/1/\(hex(deployment))/server-client")
     }
@@ -124,7 +127,9 @@ public struct Credentials: Equatable, Sendable {
             case .server: serverClientKey != nil && Set(dealerKeys.keys) == [.p0]
             case .client: serverClientKey != nil && Set(dealerKeys.keys) == [.p1]
             }
-        guard complete else { throw CredentialsError("the \(role) credentials do not hold exactly the \(role)'s secrets") }
+        guard complete else {
+            throw CredentialsError("the \(role) credentials do not hold exactly the \(role)'s secrets")
+        }
     }
 
     init(deployment: [UInt8], role: Role, serverClientKey: [UInt8]?, dealerKeys: [Party: [UInt8]]) {

@@ -68,7 +68,7 @@ public struct KeyFileHeader: Equatable, Sendable {
 ///     0     "SIGMAKEY"   8  version (u16)   10 party (u8)   11 state (u8: 0 being written, 1 complete, 2 consumed)
 ///     12    section size (u32)   16 session id (16 B)   32 model fingerprint (32 B)
 ///     64    payload length (u64)   72 section count (u64)   80 parameters length (u16)
-///     82    authenticated (u8)   84 parameters (≤ 3000 B)   4064 header MAC (16 B, over bytes 0..<4064, state as 0)
+///     82    authenticated (u8)   84 parameters (≤ 3000 B)   4064 header MAC (16 B, over bytes 0..<4096 with it and the state as 0)
 ///     4096  payload: the party's key stream, in the order it is consumed
 ///     then  one 16-byte MAC per section of the payload
 ///
@@ -142,10 +142,13 @@ struct KeyFileMAC {
         }
     }
 
-    /// The header's MAC: over everything before the MAC field, with the state byte (which changes) as 0.
+    /// The header's MAC: over the whole header page with the MAC field and the state byte (which changes) as 0.
     func headerTag(_ header: [UInt8]) -> [UInt8] {
-        var covered = Array(header[0..<KeyFileLayout.headerMACOffset])
+        var covered = Array(header[0..<KeyFileLayout.payloadOffset])
         covered[KeyFileLayout.stateOffset] = 0
+        covered.replaceSubrange(
+            KeyFileLayout.headerMACOffset..<(KeyFileLayout.headerMACOffset + KeyFileLayout.tagSize),
+            with: [UInt8](repeating: 0, count: KeyFileLayout.tagSize))
         return covered.withUnsafeBytes { tag($0, nonce: Self.headerNonce) }
     }
 }
@@ -298,7 +301,8 @@ public final class KeyFile: @unchecked Sendable {  // the mapping is immutable o
                 "\(path) is authenticated by the deployment's credentials: pass --credentials")
         case (0, true):
             throw KeyFileError.credentialsMismatch(
-                "\(path) was written without credentials (an --insecure-transport dealer); refusing it with credentials")
+                "\(path) was written without credentials (an --insecure-transport dealer); refusing it with credentials"
+            )
         default: throw KeyFileError.notAKeyFile(path)
         }
         let sessionID = Array(head[16..<32])

@@ -6,7 +6,8 @@ import Protocols
 #endif
 
 /// A blocking TCP socket: one wrapper per system call, retrying on EINTR, with typed errors.
-final class Socket: ByteStream, @unchecked Sendable {  // one reader thread and one writer thread at a time, by construction
+// Unchecked: one reader thread and one writer thread at a time, by construction.
+final class Socket: ByteStream, @unchecked Sendable {
     let fd: Int32
     private let closeLock = NSLock()
     private var isClosed = false

@@ -129,7 +129,8 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         let channel: TCPChannel
         switch security {
         case .insecure:
-            channel = TCPChannel(stream: socket, security: security.description, timeout: timeout, frameLimit: frameLimit)
+            channel = TCPChannel(
+                stream: socket, security: security.description, timeout: timeout, frameLimit: frameLimit)
         case .tls(let key, let identity):
             let stream: TLSStream
             do {

@@ -49,7 +49,8 @@ final class TLSStream: ByteStream, @unchecked Sendable {  // the C endpoint seri
                 message.count)
         }
         guard let opened else {
-            throw .authenticationFailed(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw .authenticationFailed(
+                String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         endpoint = opened
         var description = [CChar](repeating: 0, count: 128)

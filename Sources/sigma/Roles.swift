@@ -98,6 +98,7 @@ enum Roles {
                 role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
+        printError("server: connected to the client over \(channel.security)")
         let start = DispatchTime.now()
         showProgress("online")
         _ = try job.run(PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil)

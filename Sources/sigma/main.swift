@@ -69,7 +69,8 @@ do {
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
-            Options(arguments[2...], flags: ["--json", "--insecure-transport"], values: ["--model", "--seq", "--bits"]))
+            Options(
+                arguments[2...], flags: ["--json", "--insecure-transport"], values: ["--model", "--seq", "--bits"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }

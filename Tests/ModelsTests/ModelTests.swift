@@ -4,6 +4,7 @@ import Models
 import Protocols
 import Ring
 import Testing
+import Transport
 
 /// The `sigma` executable built beside the test bundle.
 let sigmaExecutable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -57,40 +58,136 @@ struct ModelTests {
         #expect((report?["rounds"] as? Int ?? 0) > 0)
     }
 
+    /// A fresh deployment's credentials in `base/credentials`: the role's file.
+    func credentials(_ base: String) throws -> (Credentials.Role) -> [String] {
+        let directory = base + "/credentials"
+        if !FileManager.default.fileExists(atPath: directory) {
+            let (status, _, errors) = try sigma(["credentials", "--out", directory])
+            #expect(status == 0, "\(errors)")
+        }
+        return { ["--credentials", directory + "/\($0.rawValue).cred"] }
+    }
+
+    /// Starts `sigma server` with `arguments` and returns it with its port once it listens.
+    func startServer(_ arguments: [String]) throws -> (Process, Pipe, String) {
+        let server = Process()
+        server.executableURL = sigmaExecutable
+        server.arguments = ["server", "--port", "0"] + arguments
+        let serverErrors = Pipe()
+        server.standardError = serverErrors
+        try server.run()
+        let port =
+            waitFor("listening on port ", in: serverErrors).components(separatedBy: "listening on port ")
+            .last?.split(separator: "\n").first.map(String.init) ?? "0"
+        return (server, serverErrors, port)
+    }
+
+    /// Reads `pipe` until a complete line containing `text` arrived (or the writer closed it); returns what it read.
+    @discardableResult
+    func waitFor(_ text: String, in pipe: Pipe) -> String {
+        var log = ""
+        while !log.contains(text) || !log.hasSuffix("\n") {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        return log
+    }
+
     @Test("a client and server with keys from different dealer runs refuse each other; keys are single-use")
     func mismatchedSessions() throws {
         let base = NSTemporaryDirectory() + "sigma-e2e-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: base) }
-        #expect(try sigma(["dealer", "--keys", base + "/a"]).0 == 0)
-        #expect(try sigma(["dealer", "--keys", base + "/b"]).0 == 0)
-        let server = Process()
-        server.executableURL = sigmaExecutable
-        server.arguments = ["server", "--keys", base + "/a/server.key", "--port", "0", "--timeout", "20"]
-        let serverErrors = Pipe()
-        server.standardError = serverErrors
-        try server.run()
-        // The server names the port it was given.
-        var log = ""
-        while !log.contains("listening on port ") || !log.hasSuffix("\n") {
-            let chunk = serverErrors.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            log += String(decoding: chunk, as: UTF8.self)
-        }
-        let port = log.components(separatedBy: "listening on port ").last?.split(separator: "\n").first ?? "0"
-        let (status, _, errors) = try sigma([
-            "client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:\(port)",
-        ])
+        let role = try credentials(base)
+        #expect(try sigma(["dealer", "--keys", base + "/a"] + role(.dealer)).0 == 0)
+        #expect(try sigma(["dealer", "--keys", base + "/b"] + role(.dealer)).0 == 0)
+        let (server, serverErrors, port) = try startServer(
+            ["--keys", base + "/a/server.key", "--timeout", "20"] + role(.server))
+        let (status, _, errors) = try sigma(
+            ["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:\(port)"] + role(.client))
         server.waitUntilExit()
-        let serverLog = log + String(decoding: serverErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let serverLog = String(decoding: serverErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(status != 0 && errors.contains("another dealer session"), "\(errors)")
         #expect(server.terminationStatus != 0 && serverLog.contains("another dealer session"), "\(serverLog)")
         // Both key files were opened once, so they are spent.
-        let again = try sigma(["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:1"])
+        let again = try sigma(
+            ["client", "--keys", base + "/b/client.key", "--connect", "127.0.0.1:1"] + role(.client))
         #expect(again.0 != 0 && again.2.contains("already used"), "\(again.2)")
-        let wrongRole = try sigma([
-            "client", "--keys", base + "/a/server.key", "--connect",
-            "127.0.0.1:1",
-        ])
+        let wrongRole = try sigma(
+            ["client", "--keys", base + "/a/server.key", "--connect", "127.0.0.1:1"] + role(.client))
         #expect(wrongRole.0 != 0)
+        let noCredentials = try sigma(["dealer", "--keys", base + "/c"])
+        #expect(noCredentials.0 != 0 && noCredentials.2.contains("--credentials FILE is required"))
+    }
+
+    @Test("a client with another deployment's TLS key is refused before any protocol traffic")
+    func wrongCredentials() throws {
+        let base = NSTemporaryDirectory() + "sigma-e2e-tls-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let role = try credentials(base)
+        #expect(try sigma(["dealer", "--keys", base] + role(.dealer)).0 == 0)
+        // The client's own key-file secret, but another deployment's server–client key.
+        let other = Credentials.generate()[.client]!
+        let mine = try Credentials.load(path: role(.client)[1], as: .client)
+        var forged = mine
+        forged.serverClientKey = other.serverClientKey
+        let forgedPath = base + "/forged.cred"
+        #expect(
+            FileManager.default.createFile(
+                atPath: forgedPath, contents: Data(forged.encoded.utf8), attributes: [.posixPermissions: 0o600]))
+        let (server, serverErrors, port) = try startServer(
+            ["--keys", base + "/server.key", "--timeout", "20"] + role(.server))
+        let (status, output, errors) = try sigma(
+            ["client", "--keys", base + "/client.key", "--connect", "127.0.0.1:\(port)", "--credentials", forgedPath])
+        server.waitUntilExit()
+        let serverLog = String(decoding: serverErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(status != 0 && output.isEmpty && errors.contains("refused before any protocol traffic"), "\(errors)")
+        #expect(
+            server.terminationStatus != 0 && serverLog.contains("refused before any protocol traffic"), "\(serverLog)")
+        #expect(!serverLog.contains("connected to the client"))
+    }
+
+    @Test(
+        "a server that dies or stalls mid-inference makes the client exit with an error within the timeout, printing no result",
+        arguments: ["killed", "stalled"])
+    func peerFailure(fault: String) throws {
+        let base = NSTemporaryDirectory() + "sigma-e2e-\(fault)-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let role = try credentials(base)
+        let job = ["--model", fixtures.appendingPathComponent("models/gpt2-tiny").path, "--tokens", "8"]
+        #expect(try sigma(["dealer", "--keys", base] + role(.dealer) + job).0 == 0)
+        let (server, serverErrors, port) = try startServer(
+            ["--keys", base + "/server.key", "--timeout", "60"] + role(.server) + job)
+        let client = Process()
+        client.executableURL = sigmaExecutable
+        let timeout = 3.0
+        client.arguments =
+            [
+                "client", "--keys", base + "/client.key", "--connect", "127.0.0.1:\(port)", "--timeout", "\(timeout)",
+                "--ids", "1,2,3,4,5,6,7,8", "--json",
+            ] + role(.client) + job
+        let clientOutput = Pipe()
+        let clientErrors = Pipe()
+        client.standardOutput = clientOutput
+        client.standardError = clientErrors
+        try client.run()
+        waitFor("connected to the client", in: serverErrors)
+        kill(server.processIdentifier, SIGSTOP)  // mid-inference: the online phase takes over a second
+        let start = Date()
+        if fault == "killed" { kill(server.processIdentifier, SIGKILL) }
+        let output = clientOutput.fileHandleForReading.readDataToEndOfFile()
+        let errors = String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        client.waitUntilExit()
+        let elapsed = Date().timeIntervalSince(start)
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        #expect(client.terminationStatus != 0 && output.isEmpty, "\(errors)")
+        if fault == "killed" {
+            #expect(errors.contains("closed the connection") && elapsed < timeout, "\(errors) after \(elapsed) s")
+        } else {
+            #expect(
+                errors.contains("sent nothing for 3.0 s") && elapsed >= timeout * 0.9 && elapsed < timeout + 10,
+                "\(errors) after \(elapsed) s")
+        }
     }
 }

@@ -12,11 +12,17 @@ func temporaryPath(_ name: String) -> String {
 let fileSession = (0..<16).map { UInt8($0) }
 let model = [UInt8](repeating: 0xAB, count: 32)
 
-/// A key file of `count` bytes of payload for `party`.
-func writeKeyFile(_ path: String, party: Party = .p1, payload: [UInt8]) throws {
+let dealerSecret = [UInt8](repeating: 0x5C, count: 32)
+
+/// A key file of `count` bytes of payload for `party`, authenticated by `secret`.
+func writeKeyFile(
+    _ path: String, party: Party = .p1, payload: [UInt8], secret: [UInt8]? = dealerSecret,
+    sectionSize: Int = 64 << 20
+) throws {
     let writer = try KeyFileWriter(
         path: path,
-        header: KeyFileHeader(party: party, sessionID: fileSession, modelFingerprint: model, parameters: [1, 2]))
+        header: KeyFileHeader(party: party, sessionID: fileSession, modelFingerprint: model, parameters: [1, 2]),
+        secret: secret, sectionSize: sectionSize)
     // Uneven pieces, as gates write them.
     var rest = payload[...]
     var size = 1
@@ -39,14 +45,17 @@ struct KeyFileTests {
         try writeKeyFile(path, payload: payload)
         var info = stat()
         #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600)
-        let file = try KeyFile(path: path, party: .p1)
-        #expect(
-            file.header
-                == KeyFileHeader(party: .p1, sessionID: fileSession, modelFingerprint: model, parameters: [1, 2]))
+        let file = try KeyFile(path: path, party: .p1, secret: dealerSecret)
+        var expected = KeyFileHeader(party: .p1, sessionID: fileSession, modelFingerprint: model, parameters: [1, 2])
+        expected.authenticated = true
+        #expect(file.header == expected)
         #expect(file.payloadBytes == payload.count)
         let reader = file.reader()
         #expect(reader.remaining == payload.count)
-        #expect(throws: KeyFileError.alreadyConsumed(path)) { try KeyFile(path: path, party: .p1) }
+        #expect(try reader.words(payload.count, bits: 8) == payload.map { UInt64($0) })
+        #expect(throws: KeyFileError.alreadyConsumed(path)) {
+            try KeyFile(path: path, party: .p1, secret: dealerSecret)
+        }
     }
 
     @Test("the wrong party's file, a truncated file, an unfinished file and a corrupted byte are refused")
@@ -55,19 +64,13 @@ struct KeyFileTests {
         defer { unlink(path) }
         try writeKeyFile(path, payload: payload)
         #expect(throws: KeyFileError.wrongParty(expected: .p0, found: .p1)) {
-            try KeyFile(path: path, party: .p0, markConsumed: false)
+            try KeyFile(path: path, party: .p0, secret: dealerSecret, markConsumed: false)
         }
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         for (name, damaged) in [
             ("truncated", bytes.prefix(bytes.count - 1)),
             ("header only", bytes.prefix(4096)),
             ("empty", Data()),
-            (
-                "corrupted payload",
-                {
-                    var d = bytes; d[4096 + 12345] ^= 1; return d
-                }()
-            ),
             (
                 "unfinished",
                 {
@@ -82,8 +85,68 @@ struct KeyFileTests {
             ),
         ] {
             try damaged.write(to: URL(fileURLWithPath: path))
-            #expect(throws: KeyFileError.self, "\(name)") { try KeyFile(path: path, party: .p1, markConsumed: false) }
+            #expect(throws: KeyFileError.self, "\(name)") {
+                try KeyFile(path: path, party: .p1, secret: dealerSecret, markConsumed: false)
+            }
         }
-        #expect(throws: KeyFileError.self) { try KeyFile(path: path + ".missing", party: .p1) }
+        #expect(throws: KeyFileError.self) { try KeyFile(path: path + ".missing", party: .p1, secret: dealerSecret) }
+    }
+
+    /// Opens `path` and reads its whole payload; nil if either step refused.
+    func readAll(_ path: String, secret: [UInt8]?) -> [UInt8]? {
+        guard let file = try? KeyFile(path: path, party: .p1, secret: secret, markConsumed: false) else { return nil }
+        return try? file.reader().words(file.payloadBytes, bits: 8).map { UInt8($0) }
+    }
+
+    @Test("every single-byte change anywhere in a key file is detected (header, payload, MACs)")
+    func everyByteTampered() throws {
+        let path = temporaryPath("tamper")
+        defer { unlink(path) }
+        let small = Array(payload.prefix(3000))
+        try writeKeyFile(path, payload: small, sectionSize: 512)  // 6 sections
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(bytes.count == 4096 + 3000 + 6 * 16)
+        #expect(readAll(path, secret: dealerSecret) == small)
+        var undetected: [Int] = []
+        for index in 0..<bytes.count {
+            var damaged = bytes
+            damaged[index] ^= 0x20
+            try damaged.write(to: URL(fileURLWithPath: path))
+            if readAll(path, secret: dealerSecret) != nil { undetected.append(index) }
+        }
+        #expect(undetected.isEmpty, "undetected changes at byte offsets \(undetected.prefix(10))")
+    }
+
+    @Test("a file is refused under another deployment's secret, without credentials, or unkeyed with credentials")
+    func credentialsMismatch() throws {
+        let path = temporaryPath("keys")
+        defer { unlink(path) }
+        try writeKeyFile(path, payload: payload)
+        #expect(throws: KeyFileError.headerCorrupted(path)) {
+            try KeyFile(path: path, party: .p1, secret: [UInt8](repeating: 1, count: 32), markConsumed: false)
+        }
+        #expect(throws: KeyFileError.self) { try KeyFile(path: path, party: .p1, secret: nil, markConsumed: false) }
+        try writeKeyFile(path, payload: payload, secret: nil)
+        #expect(readAll(path, secret: nil) == payload)
+        #expect(throws: KeyFileError.self) {
+            try KeyFile(path: path, party: .p1, secret: dealerSecret, markConsumed: false)
+        }
+    }
+
+    @Test(
+        "sections are checked as the reader reaches them: bytes before a damaged section arrive, the damaged one never")
+    func checkedAsRead() throws {
+        let path = temporaryPath("late")
+        defer { unlink(path) }
+        try writeKeyFile(path, payload: payload, sectionSize: 10_000)  // 20 sections
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[4096 + 17 * 10_000 + 5] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let file = try KeyFile(path: path, party: .p1, secret: dealerSecret, markConsumed: false)
+        let reader = file.reader()
+        #expect(try reader.words(17 * 10_000, bits: 8) == payload.prefix(17 * 10_000).map { UInt64($0) })
+        #expect(throws: KeyStreamError.integrity(KeyFileError.corrupted(section: 17).description)) {
+            try reader.words(1, bits: 8)
+        }
     }
 }

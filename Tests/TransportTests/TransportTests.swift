@@ -1,3 +1,4 @@
+import FSS
 import Foundation
 import Protocols
 import Testing
@@ -25,6 +26,12 @@ final class ResultBox<A: Sendable>: @unchecked Sendable { var value: Result<A, T
 let fingerprint = [UInt8](repeating: 7, count: 32)
 let session = [UInt8](repeating: 9, count: 16)
 
+/// The two ways a channel can run: TLS (under one test key) and plain TCP.
+let securities: [(String, ChannelSecurity)] = [
+    ("TLS", .tls(presharedKey: [UInt8](repeating: 3, count: 32), identity: "sigma/1/test/server-client")),
+    ("plain TCP", .insecure),
+]
+
 func hello(_ role: Handshake.Role, fingerprint: [UInt8] = fingerprint, session: [UInt8] = session) -> Handshake {
     Handshake(role: role, modelFingerprint: fingerprint, sessionID: session)
 }
@@ -48,20 +55,24 @@ struct TransportTests {
         #expect(throws: TransportError.self) { try a.send([1]) }
     }
 
-    @Test("TCP over loopback: full-duplex rounds of 16 MiB in both directions, counted alike on both sides")
-    func tcpFullDuplex() throws {
+    @Test(
+        "TCP over loopback: full-duplex rounds of 16 MiB in both directions, counted alike on both sides",
+        arguments: securities)
+    func tcpFullDuplex(name: String, security: ChannelSecurity) throws {
         let listener = try TCPListener(port: 0)
         let port = listener.port
         let big0 = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let big1 = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         let (server, client) = together({ () throws(TransportError) -> (ChannelStatistics, Bool) in
-            let channel = try listener.accept(handshake: hello(.server), timeout: 10)
+            let channel = try listener.accept(handshake: hello(.server), security: security, timeout: 10)
             let got = try channel.exchange(big0)
             let small = try channel.exchange([1])
             try channel.send([42])
             return (channel.statistics, got == big1 && small == [2])
         }) { () throws(TransportError) -> (ChannelStatistics, Bool) in
-            let channel = try TCPChannel.connect(port: port, handshake: hello(.client), timeout: 10)
+            let channel = try TCPChannel.connect(port: port, handshake: hello(.client), security: security, timeout: 10)
+            #expect(
+                channel.security.hasPrefix(name == "TLS" ? "TLSv1.3 TLS_AES_128_GCM_SHA256, pre-shared key" : "plain"))
             let got = try channel.exchange(big1)
             let small = try channel.exchange([2])
             let last = try channel.receive()
@@ -92,9 +103,9 @@ struct TransportTests {
         let listener = try TCPListener(port: 0)
         let port = listener.port
         let (server, client) = together({ () throws(TransportError) -> TCPChannel in
-            try listener.accept(handshake: hello(.server), timeout: 10)
+            try listener.accept(handshake: hello(.server), security: securities[0].1, timeout: 10)
         }) { () throws(TransportError) -> TCPChannel in
-            try TCPChannel.connect(port: port, handshake: clientHello, timeout: 10)
+            try TCPChannel.connect(port: port, handshake: clientHello, security: securities[0].1, timeout: 10)
         }
         for result in [server, client] {
             guard case .failure(let error) = result, case .handshakeMismatch = error else {
@@ -105,27 +116,27 @@ struct TransportTests {
     }
 
     /// A connected server and client over loopback.
-    func connectedPair(timeout: Double) throws -> (TCPChannel, TCPChannel) {
+    func connectedPair(timeout: Double, security: ChannelSecurity) throws -> (TCPChannel, TCPChannel) {
         let listener = try TCPListener(port: 0)
         let port = listener.port
         let (server, client) = together({ () throws(TransportError) -> TCPChannel in
-            try listener.accept(handshake: hello(.server), timeout: timeout, frameLimit: 1 << 20)
+            try listener.accept(handshake: hello(.server), security: security, timeout: timeout, frameLimit: 1 << 20)
         }) { () throws(TransportError) -> TCPChannel in
-            try TCPChannel.connect(port: port, handshake: hello(.client), timeout: timeout)
+            try TCPChannel.connect(port: port, handshake: hello(.client), security: security, timeout: timeout)
         }
         return (try server.get(), try client.get())
     }
 
-    @Test("an oversized frame is refused before allocating")
-    func oversized() throws {
-        let (server, client) = try connectedPair(timeout: 5)
+    @Test("an oversized frame is refused before allocating", arguments: securities)
+    func oversized(name: String, security: ChannelSecurity) throws {
+        let (server, client) = try connectedPair(timeout: 5, security: security)
         try client.sendRawForTesting([0, 0, 0, 0, 0, 1, 0, 0])  // announces 2^40 bytes
         #expect(throws: TransportError.frameTooLarge(1 << 40, limit: 1 << 20)) { try server.receive() }
     }
 
-    @Test("a silent peer is reported after the timeout")
-    func silentPeer() throws {
-        let (server, client) = try connectedPair(timeout: 0.3)
+    @Test("a silent peer is reported after the timeout", arguments: securities)
+    func silentPeer(name: String, security: ChannelSecurity) throws {
+        let (server, client) = try connectedPair(timeout: 0.3, security: security)
         let start = Date()
         _ = withExtendedLifetime(client) {  // connected and silent
             #expect(throws: TransportError.timedOut(seconds: 0.3)) { try server.receive() }
@@ -133,11 +144,100 @@ struct TransportTests {
         #expect(Date().timeIntervalSince(start) < 5)
     }
 
-    @Test("a peer that closes mid-protocol is reported, for receive and for exchange")
-    func closedPeer() throws {
-        let (server, client) = try connectedPair(timeout: 5)
+    @Test("a peer that closes mid-protocol is reported, for receive and for exchange", arguments: securities)
+    func closedPeer(name: String, security: ChannelSecurity) throws {
+        let (server, client) = try connectedPair(timeout: 5, security: security)
         client.close()
         #expect(throws: TransportError.peerClosed) { try server.receive() }
         #expect(throws: TransportError.self) { _ = try server.exchange([UInt8](repeating: 1, count: 1 << 16)) }
+    }
+
+    @Test(
+        "TLS refuses a peer with another deployment's key, and a plain-TCP peer, before any protocol traffic",
+        arguments: [
+            (
+                "other key",
+                ChannelSecurity.tls(
+                    presharedKey: [UInt8](repeating: 4, count: 32), identity: "sigma/1/test/server-client")
+            ),
+            (
+                "other deployment",
+                .tls(presharedKey: [UInt8](repeating: 3, count: 32), identity: "sigma/1/other/server-client")
+            ),
+            ("plain TCP", .insecure),
+        ])
+    func tlsRefusesStrangers(name: String, clientSecurity: ChannelSecurity) throws {
+        let listener = try TCPListener(port: 0)
+        let port = listener.port
+        let (server, client) = together({ () throws(TransportError) -> TCPChannel in
+            try listener.accept(handshake: hello(.server), security: securities[0].1, timeout: 5)
+        }) { () throws(TransportError) -> TCPChannel in
+            try TCPChannel.connect(port: port, handshake: hello(.client), security: clientSecurity, timeout: 5)
+        }
+        guard case .failure(let error) = server, case .authenticationFailed = error else {
+            Issue.record("\(name): the server should refuse the peer during the TLS handshake, got \(server)")
+            return
+        }
+        #expect(throws: TransportError.self, "\(name)") { try client.get() }
+    }
+}
+
+@Suite("Credentials", .serialized)
+struct CredentialsTests {
+    @Test("generated credentials round-trip, give each role only its secrets, and agree on the shared ones")
+    func roundTrip() throws {
+        let all = Credentials.generate()
+        let directory = temporaryPath("credentials")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let paths = try Credentials.write(all, to: directory)
+        #expect(
+            paths.map { URL(fileURLWithPath: $0).lastPathComponent } == ["dealer.cred", "server.cred", "client.cred"])
+        for (role, path) in zip(Credentials.Role.allCases, paths) {
+            var info = stat()
+            #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+            #expect(try Credentials.load(path: path, as: role) == all[role])
+        }
+        let (dealer, server, client) = (all[.dealer]!, all[.server]!, all[.client]!)
+        #expect(dealer.serverClientKey == nil && dealer.dealerKeys.count == 2)
+        #expect(server.serverClientKey == client.serverClientKey && server.serverClientKey?.count == 32)
+        #expect(try server.keyFileSecret(for: .p0) == dealer.keyFileSecret(for: .p0))
+        #expect(try client.keyFileSecret(for: .p1) == dealer.keyFileSecret(for: .p1))
+        #expect(throws: CredentialsError.self) { try server.keyFileSecret(for: .p1) }
+        #expect(throws: CredentialsError.self) { try client.keyFileSecret(for: .p0) }
+        #expect(throws: CredentialsError.self) { try dealer.partyChannelSecurity() }
+        #expect(Set([dealer.dealerKeys[.p0]!, dealer.dealerKeys[.p1]!, server.serverClientKey!]).count == 3)
+        #expect(throws: CredentialsError.self) { try Credentials.write(all, to: directory) }  // never overwritten
+        #expect(throws: CredentialsError.self) { try Credentials.load(path: paths[1], as: .client) }
+    }
+
+    @Test("a readable-by-others, malformed or incomplete credentials file is refused")
+    func refusals() throws {
+        let all = Credentials.generate()
+        let path = temporaryPath("server.cred")
+        defer { unlink(path) }
+        func store(_ text: String, mode: mode_t = 0o600) throws {
+            unlink(path)
+            try text.write(toFile: path, atomically: false, encoding: .utf8)
+            chmod(path, mode)
+        }
+        let good = all[.server]!.encoded
+        try store(good)
+        #expect(try Credentials.load(path: path, as: .server) == all[.server])
+        try store(good, mode: 0o644)
+        #expect(throws: CredentialsError.self) { try Credentials.load(path: path, as: .server) }
+        let lines = good.split(separator: "\n").map(String.init)
+        for (name, text) in [
+            ("empty", ""),
+            ("no header", lines.dropFirst().joined(separator: "\n")),
+            ("missing key", lines.dropLast().joined(separator: "\n")),
+            ("short key", good.replacingOccurrences(of: lines[3].suffix(2), with: "")),
+            ("not hex", good.replacingOccurrences(of: lines[3].suffix(2), with: "zz")),
+            ("extra secret", good + "dealer-client " + String(repeating: "00", count: 32) + "\n"),
+            ("unknown field", good + "colour blue\n"),
+            ("duplicate", good + lines[3] + "\n"),
+        ] {
+            try store(text)
+            #expect(throws: CredentialsError.self, "\(name)") { try Credentials.load(path: path, as: .server) }
+        }
     }
 }
