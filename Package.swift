@@ -10,6 +10,7 @@
 //   CSigmaCrypto   C: thin shims over OpenSSL: TLS 1.3 with a pre-shared key, GMAC and HMAC for key files
 //   Transport      TCP channels (TLS 1.3 or plain, POSIX sockets on dedicated threads), key files, credentials
 //   Models         model graphs written once against an Evaluator (float, fixed point, dealer, party)
+//   SigmaFuzzTargets  every parser of outside bytes as a fuzz entry point (FuzzTesting/ builds them for libFuzzer)
 //   SigmaBench     benchmarks (kept out of the libraries, as swift-nio and swift-collections do)
 //   sigma          the command-line tool
 import PackageDescription
@@ -31,6 +32,7 @@ let package = Package(
         .executable(name: "sigma", targets: ["sigma"]),
         .library(name: "FSS", targets: ["FSS"]),
         .library(name: "SigmaRuntime", targets: ["Ring", "Protocols", "Transport", "Models"]),
+        .library(name: "SigmaFuzzTargets", targets: ["SigmaFuzzTargets"]),
     ],
     targets: [
         .target(name: "CSigmaKernels", cSettings: cKernelFlags),
@@ -48,6 +50,11 @@ let package = Package(
         .target(
             name: "SigmaBench", dependencies: ["FSS", "CSigmaKernels", "Ring", "Protocols", "Transport"],
             swiftSettings: hotSwiftFlags),
+        // The parsers that read outside bytes, as fuzz entry points: FuzzTesting/ wraps them for libFuzzer and the
+        // tests replay their seeds and regressions.
+        .target(
+            name: "SigmaFuzzTargets", dependencies: ["FSS", "Protocols", "Transport", "Models"],
+            swiftSettings: hotSwiftFlags),
         .executableTarget(
             name: "sigma", dependencies: ["FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
         // OpenSSL's AES is a test oracle only (ECB on random data): the FSS kernels never call it.
@@ -56,6 +63,7 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring", "CRingKernels"]),
         .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["SigmaFuzzTargets"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "Transport", "sigma"]),
     ]
 )

@@ -45,7 +45,7 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
     public convenience init(folder: String) throws {
         let index = folder + "/model.safetensors.index.json"
         if FileManager.default.fileExists(atPath: index) {
-            guard let data = FileManager.default.contents(atPath: index),
+            guard let data = try? readFile(index, limit: 64 << 20),
                 let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                 let weightMap = object["weight_map"] as? [String: String]
             else { throw CheckpointError.malformed(path: index, why: "no weight_map") }
@@ -63,6 +63,9 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
         var files: [Data] = []
         var entries: [String: Entry] = [:]
         for (fileIndex, path) in paths.enumerated() {
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw CheckpointError.unreadable(path: path) }
+            guard info.st_size >= 8 else { throw CheckpointError.malformed(path: path, why: "shorter than its header") }
             guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
                 throw CheckpointError.unreadable(path: path)
             }

@@ -38,7 +38,7 @@ public final class GPT2Tokenizer: @unchecked Sendable {  // the cache is guarded
     }
 
     public init(vocabularyPath: String, mergesPath: String) throws {
-        guard let vocabularyData = FileManager.default.contents(atPath: vocabularyPath) else {
+        guard let vocabularyData = try? readFile(vocabularyPath, limit: 64 << 20) else {
             throw TokenizerError.unreadable(path: vocabularyPath)
         }
         guard let object = try? JSONSerialization.jsonObject(with: vocabularyData) as? [String: Any] else {
@@ -51,7 +51,7 @@ public final class GPT2Tokenizer: @unchecked Sendable {  // the cache is guarded
             }
             vocabulary[token] = id
         }
-        guard let mergesData = FileManager.default.contents(atPath: mergesPath),
+        guard let mergesData = try? readFile(mergesPath, limit: 64 << 20),
             let mergesText = String(data: mergesData, encoding: .utf8)
         else { throw TokenizerError.unreadable(path: mergesPath) }
         var ranks: [Pair: Int] = [:]
@@ -159,7 +159,7 @@ public final class WordPieceTokenizer: Sendable {
     public convenience init(folder: String) throws { try self.init(vocabularyPath: folder + "/vocab.txt") }
 
     public init(vocabularyPath: String) throws {
-        guard let data = FileManager.default.contents(atPath: vocabularyPath),
+        guard let data = try? readFile(vocabularyPath, limit: 16 << 20),
             let text = String(data: data, encoding: .utf8)
         else { throw TokenizerError.unreadable(path: vocabularyPath) }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {

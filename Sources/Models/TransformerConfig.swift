@@ -73,9 +73,7 @@ public struct TransformerConfig: Equatable, Sendable {
     /// Reads `folder/config.json`; an unsupported `model_type` or a missing field is a clear error.
     public init(folder: String) throws {
         let path = folder + "/config.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.unreadable(path: path)
-        }
+        let data = try readFile(path, limit: 16 << 20)
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw CheckpointError.malformed(path: path, why: "not a JSON object")
         }
@@ -104,7 +102,24 @@ public struct TransformerConfig: Equatable, Sendable {
         attentionLayers = (json["attention_layers"] as? [String]) ?? []
         localWindow = (json["window_size"] as? Int) ?? 256
         tiedEmbeddings = (json["tie_word_embeddings"] as? Bool) ?? (architecture != .llama)
-        guard hidden % heads == 0, heads % keyValueHeads == 0, layers > 0 else {
+        // Bounds before any arithmetic or allocation uses these numbers (found by fuzzing: zero heads divided by
+        // zero). The limits are far above every real model and keep a hostile file from asking for absurd memory.
+        let bounded: [(String, Int, Int)] = [
+            ("layers", layers, 1024), ("hidden size", hidden, 1 << 16), ("heads", heads, 1024),
+            ("key/value heads", keyValueHeads, 1024), ("intermediate size", intermediate, 1 << 20),
+            ("vocabulary", vocabulary, 1 << 22), ("positions", positions, 1 << 20),
+            ("window size", localWindow, 1 << 20),
+        ]
+        for (name, value, limit) in bounded where !(1...limit).contains(value) {
+            throw CheckpointError.malformed(path: path, why: "\(name) \(value) is outside 1…\(limit)")
+        }
+        guard normEpsilon.isFinite, normEpsilon > 0, ropeTheta.isFinite, ropeTheta > 0 else {
+            throw CheckpointError.malformed(path: path, why: "the norm epsilon and rope theta must be positive numbers")
+        }
+        guard attentionLayers.allSatisfy({ $0 == "global" || $0 == "local" }) else {
+            throw CheckpointError.malformed(path: path, why: "attention_layers may hold only \"global\" and \"local\"")
+        }
+        guard hidden % heads == 0, heads % keyValueHeads == 0 else {
             throw CheckpointError.malformed(path: path, why: "inconsistent head counts")
         }
     }

@@ -143,7 +143,7 @@ public struct Credentials: Equatable, Sendable {
     public static func load(path: String, as role: Role) throws -> Credentials {
         var info = stat()
         guard stat(path, &info) == 0 else { throw CredentialsError("cannot read credentials \(path) (errno \(errno))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size <= 4096 else {
+        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0, info.st_size <= 4096 else {
             throw CredentialsError("\(path) is not a credentials file")
         }
         guard info.st_mode & 0o077 == 0 else {

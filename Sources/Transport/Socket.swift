@@ -85,9 +85,10 @@ final class Socket: ByteStream, @unchecked Sendable {
     /// receive timeout.
     func configure(timeout: Double) throws(TransportError) {
         var one: Int32 = 1
-        _ = try Self.checked(
-            "setsockopt(TCP_NODELAY)",
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)))
+        let noDelay = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard noDelay == 0 || errno == EOPNOTSUPP else {  // an adopted Unix-domain socket has no Nagle to disable
+            throw .system(call: "setsockopt(TCP_NODELAY)", errno: errno)
+        }
         var limit = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
         _ = try Self.checked(
             "setsockopt(SO_RCVTIMEO)",

@@ -30,7 +30,8 @@ public struct Handshake: Equatable, Sendable {
 
     static let magic: [UInt8] = Array("SIGMA-HELLO".utf8)
 
-    var encoded: [UInt8] {
+    /// The hello as sent: magic, version, role, length-prefixed fingerprint and session id.
+    public var encoded: [UInt8] {
         var bytes = Self.magic
         bytes += [UInt8(version & 0xFF), UInt8(version >> 8), role.rawValue]
         bytes.append(UInt8(modelFingerprint.count))
@@ -116,6 +117,17 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         let socket = try Socket.connect(host: host, port: port, timeout: timeout)
         return try open(
             socket, isServer: false, handshake: handshake, security: security, timeout: timeout,
+            frameLimit: frameLimit)
+    }
+
+    /// Runs a channel over a socket that is already connected (socket activation, a socketpair): takes ownership of
+    /// `descriptor`, secures it and runs the handshake as `accept`/`connect` do.
+    public static func adopt(
+        descriptor: Int32, isServer: Bool, handshake: Handshake, security: ChannelSecurity, timeout: Double = 60,
+        frameLimit: Int = 1 << 32
+    ) throws(TransportError) -> TCPChannel {
+        try open(
+            Socket(fd: descriptor), isServer: isServer, handshake: handshake, security: security, timeout: timeout,
             frameLimit: frameLimit)
     }
 
