@@ -67,6 +67,7 @@ enum Generate {
                     ("next_token", .integer(last["next_token"] as? Int ?? -1)),
                     ("top5", .array((last["top5"] as? [Int] ?? []).map { .integer($0) })),
                     ("top5_logits", .array((last["top5_logits"] as? [Double] ?? []).map { .number($0) })),
+                    ("transport", .string(last["transport"] as? String ?? "")),
                     ("online_seconds", .number(totals.online)),
                     ("keygen_seconds", .number(totals.keygen)),
                     (
@@ -82,7 +83,8 @@ enum Generate {
         } else {
             print("")
             printError(
-                "sigma: \(newTokens) tokens, each a secure inference (dealer, server, client as processes over TCP): "
+                "sigma: \(newTokens) tokens, each a secure inference (dealer, server, client as processes; "
+                    + "\(last["transport"] as? String ?? "")): "
                     + "online \(String(format: "%.2f", totals.online)) s, keys \(String(format: "%.2f", totals.keygen)) s, "
                     + "client sent \(totals.sent) B and received \(totals.received) B in \(totals.rounds) rounds")
         }
@@ -116,7 +118,8 @@ enum Generate {
                 "embedding (\(embedding.count) values, L2-normalised): "
                     + embedding.prefix(8).map { String(format: "%.4f", $0) }.joined(separator: " ") + " …")
             printError(
-                "sigma: online \(String(format: "%.2f", report["online_seconds"] as? Double ?? 0)) s, \(report["rounds"] ?? 0) rounds"
+                "sigma: online \(String(format: "%.2f", report["online_seconds"] as? Double ?? 0)) s, "
+                    + "\(report["rounds"] ?? 0) rounds, \(report["transport"] ?? "")"
             )
         }
     }

@@ -1,6 +1,7 @@
 import FSS
 import Foundation
 import SigmaBench
+import Transport
 
 /// `sigma`: the command-line tool.
 let usage = """
@@ -31,9 +32,12 @@ let usage = """
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
+      bench transport [--json]      a channel's round-trip time and throughput, TLS against plain TCP
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
       accuracy [--write FILE]       each non-linear function against float64 (the table in docs/accuracy.md)
+      relay --listen HOST:PORT --to HOST:PORT --delay-ms D
+                                    forward TCP with D ms added in each direction (scripts/netns-bench.sh)
       help                          show this text
     """
 
@@ -45,6 +49,15 @@ do {
             arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
             values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--text"])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
+    case "relay":
+        let options = Options(arguments.dropFirst(), flags: [], values: ["--listen", "--to", "--delay-ms"])
+        let (listenHost, listenPort) = options.address("--listen")
+        let (targetHost, targetPort) = options.address("--to")
+        let relay = try DelayRelay(
+            listenHost: listenHost, listenPort: listenPort, targetHost: targetHost, targetPort: targetPort,
+            delay: options.number("--delay-ms", default: 1) / 1000)
+        printError("relay: listening on port \(relay.port)")
+        try relay.run()
     case "credentials":
         try Roles.credentials(Options(arguments.dropFirst(), flags: [], values: ["--out"]))
     case "dealer":
@@ -75,6 +88,10 @@ do {
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench layers"))
+    case "bench" where arguments.count >= 2 && arguments[1] == "transport":
+        let options = Options(arguments[2...], flags: ["--json"], values: [])
+        let result = try TransportBenchmark.run { printError($0) }
+        print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench transport"))
     case "bench" where arguments.count >= 2 && arguments[1] == "protocols":
         let options = Options(arguments[2...], flags: ["--json"], values: ["--elements", "--threads"])
         var settings = ProtocolBenchmark.Options()
