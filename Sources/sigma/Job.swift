@@ -59,6 +59,20 @@ enum Job {
         return fingerprint32(text)
     }
 
+    /// Checks the client's input before anything connects: the keys' length, whole token ids inside the vocabulary.
+    func validate(input: [Double]) throws {
+        guard case .decoder(_, let tokens, _) = self, let config = try config() else { return }
+        guard input.count == tokens else {
+            throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
+        }
+        guard tokens <= config.positions else {
+            throw RoleError("\(tokens) tokens; the model takes at most \(config.positions)")
+        }
+        for id in input where Int(exactly: id).map({ !(0..<config.vocabulary).contains($0) }) ?? true {
+            throw RoleError("token id \(id) is not a whole number in 0..<\(config.vocabulary)")
+        }
+    }
+
     /// Runs the computation on `backend`; `weights` only on the server, `input` only on the client.
     func run<B: RingBackend>(_ backend: B, party: Party?, input: [Double]?) throws -> [Double]? {
         switch self {
@@ -71,7 +85,8 @@ enum Job {
             if let input, input.count != tokens {
                 throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
             }
-            let ids = input.map { $0.map { Int($0) } }
+            if let input { try validate(input: input) }
+            let ids = input.map { $0.map { Int(exactly: $0) ?? -1 } }
             if config.architecture == .bert {
                 let model =
                     party != .p0

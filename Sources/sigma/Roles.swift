@@ -123,19 +123,21 @@ enum Roles {
     static func client(_ options: Options) throws {
         let job = Job(options)
         let credentials = try credentials(options, as: .client)
-        let keys = try openKeys(options.required("--keys"), party: .p1, job: job, credentials: credentials)
+        // The input is checked before the keys are opened: opening spends them.
         let input: [Double]
         if case .decoder = job {
             guard let ids = options.numbers("--ids") else {
                 throw RoleError("--ids (the prompt's token ids) is required")
             }
             input = ids
+            try job.validate(input: input)
         } else {
             input = options.numbers("--input") ?? MLP.demoInput
             guard input.count == MLP.demo().inputWidth else {
                 throw RoleError("the model takes \(MLP.demo().inputWidth) inputs")
             }
         }
+        let keys = try openKeys(options.required("--keys"), party: .p1, job: job, credentials: credentials)
         let (host, port) = options.address("--connect")
         let channel = try TCPChannel.connect(
             host: host, port: port,

@@ -190,4 +190,48 @@ struct ModelTests {
                 "\(errors) after \(elapsed) s")
         }
     }
+
+    @Test("hostile command-line inputs: each a clear error and a non-zero exit, never a crash; keys are not spent")
+    func hostileArguments() throws {
+        let base = NSTemporaryDirectory() + "sigma-e2e-args-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let role = try credentials(base)
+        let model = fixtures.appendingPathComponent("models/gpt2-tiny").path
+        let job = ["--model", model, "--tokens", "4"]
+        #expect(try sigma(["dealer", "--keys", base + "/keys"] + role(.dealer) + job).0 == 0)
+        let client = ["client", "--keys", base + "/keys/client.key", "--connect", "127.0.0.1:1"] + role(.client) + job
+        let unsupported = base + "/t5"
+        try FileManager.default.createDirectory(atPath: unsupported, withIntermediateDirectories: true)
+        try Data(#"{"model_type": "t5", "d_model": 8}"#.utf8).write(
+            to: URL(fileURLWithPath: unsupported + "/config.json"))
+        let cases: [(String, [String], String)] = [
+            ("prompt longer than the keys", client + ["--ids", "1,2,3,4,5"], "the keys are for 4 tokens"),
+            ("token id outside the vocabulary", client + ["--ids", "1,2,3,50257"], "not a whole number in 0..<50257"),
+            ("huge token id", client + ["--ids", "1,2,3,1e300"], "not a whole number"),
+            ("fractional token id", client + ["--ids", "1,2,3,2.5"], "not a whole number"),
+            (
+                "prompt longer than the model's positions",
+                ["dealer", "--keys", base + "/long"] + role(.dealer) + ["--model", model, "--tokens", "100000"],
+                "the model takes 1 to"
+            ),
+            (
+                "unsupported architecture",
+                ["dealer", "--keys", base + "/t5keys"] + role(.dealer) + ["--model", unsupported, "--tokens", "4"],
+                "unsupported model_type 't5'"
+            ),
+            (
+                "missing credentials", ["dealer", "--keys", base + "/x", "--credentials", base + "/none.cred"],
+                "cannot read"
+            ),
+            ("not a key file", ["server", "--keys", role(.server)[1]] + role(.server), "not a Sigma key file"),
+        ]
+        for (name, arguments, message) in cases {
+            let (status, output, errors) = try sigma(arguments)
+            #expect(status == 1 || status == 2, "\(name): exit \(status)")
+            #expect(errors.contains(message) && output.isEmpty, "\(name): \(errors)")
+        }
+        // None of the refused inputs spent the client's keys: they still open (and fail only at the connection).
+        let (status, _, errors) = try sigma(client + ["--ids", "1,2,3,4", "--timeout", "1"])
+        #expect(status != 0 && errors.contains("could not connect"), "\(errors)")
+    }
 }
