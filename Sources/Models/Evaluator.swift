@@ -120,20 +120,32 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
     }
 
     public func clientInput(_ values: [Double]?, rows: Int, columns: Int) throws -> RingTensor {
-        try backend.inputFromClient(values.map(ring.encode), shape: [rows, columns], ring: ring)
+        backend.enterLayer(.input)
+        return try backend.inputFromClient(values.map(ring.encode), shape: [rows, columns], ring: ring)
     }
 
     public func linear(_ x: RingTensor, _ layer: LinearLayer, rows: Int) throws -> RingTensor {
+        backend.enterLayer(.matmul)
         let product = try backend.matmulServerWeights(
             x, weights: layer.weights.map { ring.encode($0) }, m: rows, k: layer.inputs, n: layer.outputs)
-        guard layer.hasBias else { return try backend.faithfulARS(product, by: ring.scale) }
+        guard layer.hasBias else {
+            backend.enterLayer(.truncation)
+            return try backend.faithfulARS(product, by: ring.scale)
+        }
         let b = try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
         let biasRows = RingTensor(
             ring: ring, shape: product.shape, values: (0..<product.count).map { b.values[$0 % layer.outputs] })
+        backend.enterLayer(.truncation)
         return try backend.faithfulARS(backend.add(product, biasRows), by: ring.scale)
     }
 
-    public func relu(_ x: RingTensor) throws -> RingTensor { try backend.relu(x) }
+    public func relu(_ x: RingTensor) throws -> RingTensor {
+        backend.enterLayer(.activation)
+        return try backend.relu(x)
+    }
 
-    public func output(_ x: RingTensor) throws -> [Double]? { try backend.revealToClient(x).map(ring.decode) }
+    public func output(_ x: RingTensor) throws -> [Double]? {
+        backend.enterLayer(.output)
+        return try backend.revealToClient(x).map(ring.decode)
+    }
 }

@@ -145,6 +145,7 @@ extension RingEvaluator {
     public func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (
         embedded: RingTensor, table: RingTensor
     ) {
+        backend.enterLayer(.embedding)
         let vocabulary = table.count / width
         let oneHot = ids.map { ids -> [UInt64] in
             var words = [UInt64](repeating: 0, count: count * vocabulary)
@@ -158,7 +159,8 @@ extension RingEvaluator {
     }
 
     public func serverTable(_ table: WeightVector, width: Int) throws -> RingTensor {
-        try serverInput(table.values, count: table.count)
+        backend.enterLayer(.embedding)
+        return try serverInput(table.values, count: table.count)
     }
 
     public func addServerRows(_ x: RingTensor, _ rows: WeightVector, width: Int) throws -> RingTensor {
@@ -167,6 +169,7 @@ extension RingEvaluator {
 
     public func logits(_ x: RingTensor, table: RingTensor, rows: Int, width: Int, vocabulary: Int) throws -> RingTensor
     {
+        backend.enterLayer(.lmHead)
         // The table's transpose is local: masks transpose with the values.
         let transposed = (0..<(width * vocabulary)).map { table.values[($0 % vocabulary) * width + $0 / vocabulary] }
         let product = try backend.matmul(
@@ -178,32 +181,50 @@ extension RingEvaluator {
     public func add(_ x: RingTensor, _ y: RingTensor) -> RingTensor { backend.add(x, y) }
 
     public func multiply(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor {
-        try backend.faithfulARS(try backend.mul(x, y), by: ring.scale)
+        backend.enterLayer(.matmul)
+        let product = try backend.mul(x, y)
+        backend.enterLayer(.truncation)
+        return try backend.faithfulARS(product, by: ring.scale)
     }
 
     public func layerNorm(_ x: RingTensor, width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws
         -> RingTensor
     {
-        try backend.layerNorm(
+        backend.enterLayer(.norm)
+        return try backend.layerNorm(
             x, rowLength: width, gamma: try serverInput(gamma.values, count: width),
             beta: try serverInput(beta.values, count: width, scale: doubled), epsilon: epsilon)
     }
 
     public func rmsNorm(_ x: RingTensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> RingTensor {
-        try backend.rmsNorm(x, rowLength: width, gamma: try serverInput(gamma.values, count: width), epsilon: epsilon)
+        backend.enterLayer(.norm)
+        return try backend.rmsNorm(
+            x, rowLength: width, gamma: try serverInput(gamma.values, count: width), epsilon: epsilon)
     }
 
-    public func gelu(_ x: RingTensor) throws -> RingTensor { try backend.gelu(x) }
-    public func silu(_ x: RingTensor) throws -> RingTensor { try backend.silu(x) }
+    public func gelu(_ x: RingTensor) throws -> RingTensor {
+        backend.enterLayer(.activation)
+        return try backend.gelu(x)
+    }
+
+    public func silu(_ x: RingTensor) throws -> RingTensor {
+        backend.enterLayer(.activation)
+        return try backend.silu(x)
+    }
 
     public func rotary(_ x: RingTensor, heads: Int, headDim: Int, theta: Double) throws -> RingTensor {
-        try backend.rotary(x, heads: heads, headDim: headDim, base: theta)
+        backend.enterLayer(.rotary)
+        return try backend.rotary(x, heads: heads, headDim: headDim, base: theta)
     }
 
-    public func geluExact(_ x: RingTensor) throws -> RingTensor { try backend.gelu(x) }
+    public func geluExact(_ x: RingTensor) throws -> RingTensor {
+        backend.enterLayer(.activation)
+        return try backend.gelu(x)
+    }
 
     /// Σ rows (local) times round(2^f / rows), then a faithful ARS by f.
     public func meanOfRows(_ x: RingTensor, rows: Int, width: Int) throws -> RingTensor {
+        backend.enterLayer(.output)
         let sums = (0..<width).map { c in (0..<rows).reduce(UInt64(0)) { $0 &+ x.values[$1 * width + c] } }
         let factor = UInt64((Double(1 << ring.scale) / Double(rows)).rounded())
         return try backend.faithfulARS(
@@ -218,6 +239,7 @@ extension RingEvaluator {
         let width = heads * dh
         let kvWidth = kvHeads * dh
         let group = heads / kvHeads
+        backend.enterLayer(.matmul)
         // Rearrangements are local on every backend.
         let queries = (0..<(heads * t * dh)).map { i -> UInt64 in
             let (head, row, c) = (i / (t * dh), (i / dh) % t, i % dh)
@@ -234,9 +256,11 @@ extension RingEvaluator {
         let scores = try backend.matmul(
             RingTensor(ring: ring, shape: [heads * t, dh], values: queries),
             RingTensor(ring: ring, shape: [heads * dh, t], values: keysTransposed), m: t, k: dh, n: t, batch: heads)
+        backend.enterLayer(.truncation)
         let scaledScores =
             scaled
             ? try backend.scaleScores(scores, headDim: dh) : try backend.faithfulARS(scores, by: ring.scale)
+        backend.enterLayer(.softmax)
         // Only the visible keys of each query go through softmax; the rest are public zeros.
         var packed: [UInt64] = []
         var lengths: [Int] = []
@@ -261,9 +285,11 @@ extension RingEvaluator {
                 }
             }
         }
+        backend.enterLayer(.matmul)
         let context = try backend.matmul(
             RingTensor(ring: ring, shape: [heads * t, t], values: full),
             RingTensor(ring: ring, shape: [heads * t, dh], values: values), m: t, k: t, n: dh, batch: heads)
+        backend.enterLayer(.truncation)
         let shifted = try backend.faithfulARS(context, by: ring.scale)
         let merged = (0..<(t * width)).map { i -> UInt64 in
             let (row, head, c) = (i / width, (i % width) / dh, i % dh)

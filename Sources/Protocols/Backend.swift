@@ -1,3 +1,4 @@
+import Dispatch
 import FSS
 import Ring
 
@@ -25,6 +26,8 @@ public struct BitTensor: Equatable, Sendable {
 /// keys the parties read for the same gate, in the same order. So the secure result equals the cleartext result
 /// bit for bit.
 public protocol RingBackend: AnyObject {
+    /// Says which part of a model the following gates belong to (a party times each part; others ignore it).
+    func enterLayer(_ kind: LayerKind)
     /// The client's private input (the client passes `values`; others pass nil).
     func inputFromClient(_ values: [UInt64]?, shape: [Int], ring: Ring) throws -> RingTensor
     /// The server's private input, such as weights (the server passes `values`; others pass nil).
@@ -130,11 +133,21 @@ public final class PartyContext {
     public let party: Party
     public let keys: KeyStreamReader
     public let channel: Channel
+    private var profile = LayerProfile()
 
     public init(party: Party, keys: KeyStreamReader, channel: Channel) {
         self.party = party
         self.keys = keys
         self.channel = channel
+    }
+
+    public func enterLayer(_ kind: LayerKind) { profile.enter(kind, statistics: channel.statistics) }
+
+    /// Where the online phase went so far, by part of the model: wall time (compute, waiting and I/O alike),
+    /// bytes this party sent and received, rounds.
+    public func layerBreakdown() -> [LayerKind: LayerCost] {
+        profile.enter(nil, statistics: channel.statistics)
+        return profile.costs
     }
 
     /// P0 adds the public terms of a share; P1 does not.
@@ -171,4 +184,46 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         case .missingInput(let what): "missing input: \(what)"
         }
     }
+}
+
+/// The parts of a model that the online-time breakdown distinguishes.
+public enum LayerKind: String, CaseIterable, Sendable {
+    case input, embedding, matmul, truncation, activation, softmax, norm, rotary
+    case lmHead = "LM head"
+    case output
+}
+
+/// What one part of a model cost a party online.
+public struct LayerCost: Sendable, Equatable {
+    public var seconds = 0.0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var rounds = 0
+}
+
+/// Accumulates each part's cost between consecutive `enter` calls.
+struct LayerProfile {
+    private(set) var costs: [LayerKind: LayerCost] = [:]
+    private var current: LayerKind?
+    private var since = DispatchTime.now().uptimeNanoseconds
+    private var last = ChannelStatistics()
+
+    mutating func enter(_ kind: LayerKind?, statistics: ChannelStatistics) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if let current {
+            var cost = costs[current, default: LayerCost()]
+            cost.seconds += Double(now - since) / 1e9
+            cost.bytesSent += statistics.bytesSent - last.bytesSent
+            cost.bytesReceived += statistics.bytesReceived - last.bytesReceived
+            cost.rounds += statistics.rounds - last.rounds
+            costs[current] = cost
+        }
+        current = kind
+        since = now
+        last = statistics
+    }
+}
+
+extension RingBackend {
+    public func enterLayer(_ kind: LayerKind) {}
 }

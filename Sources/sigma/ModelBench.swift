@@ -2,7 +2,7 @@ import Foundation
 import Models
 import SigmaBench
 
-/// `sigma bench model --model NAME --seq L [--json]`: dealer, server and client as three processes on this machine
+/// `sigma bench model --model NAME --seq L [--json] [--report DIR]`: dealer, server and client as three processes on this machine
 /// with random weights of the named shapes (or a model folder) and random token ids.
 enum ModelBench {
     static func run(_ options: Options) throws {
@@ -34,6 +34,7 @@ enum ModelBench {
         let (clientStats, dealerStats, serverStats, keygenWall) = (
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )
+        let parts = ModelReport.parts(clientStats)
         let result = JSONValue.object([
             ("model", .string(model)), ("seq", .integer(seq)),
             ("ring", .string("n=\(options.string("--bits") ?? "the reference's for this model") f=12")),
@@ -55,6 +56,7 @@ enum ModelBench {
                 ])
             ),
             ("rounds", .integer(clientStats["rounds"] as? Int ?? 0)),
+            ("online_breakdown", ModelReport.breakdownJSON(parts)),
             (
                 "peak_rss_bytes",
                 .object([
@@ -64,6 +66,10 @@ enum ModelBench {
                 ])
             ),
         ])
+        if let report = options.string("--report") {
+            try ModelReport.write(result, parts: parts, title: "sigma bench model: \(model), \(seq) tokens", to: report)
+            printError("bench model: wrote \(report)/report.json, report.md and breakdown.svg")
+        }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench model"))
     }
 }

@@ -147,10 +147,11 @@ enum Roles {
             timeout: options.number("--timeout", default: 60))
         let start = DispatchTime.now()
         showProgress("online")
-        guard
-            let output = try job.run(
-                PartyContext(party: .p1, keys: keys.reader(), channel: channel), party: .p1, input: input)
-        else { throw RoleError("the client received no output") }
+        let party = PartyContext(party: .p1, keys: keys.reader(), channel: channel)
+        guard let output = try job.run(party, party: .p1, input: input) else {
+            throw RoleError("the client received no output")
+        }
+        let breakdown = party.layerBreakdown()
         let online = seconds(since: start)
         let stats = channel.statistics
         channel.close()
@@ -161,6 +162,22 @@ enum Roles {
                 ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
                 ("key_bytes", .integer(keys.payloadBytes)), ("peak_rss_bytes", .integer(peakResidentBytes())),
+                (
+                    "online_breakdown",
+                    .object(
+                        LayerKind.allCases.compactMap { kind in
+                            breakdown[kind].map { cost in
+                                (
+                                    kind.rawValue,
+                                    .object([
+                                        ("seconds", .number(cost.seconds)), ("bytes_sent", .integer(cost.bytesSent)),
+                                        ("bytes_received", .integer(cost.bytesReceived)),
+                                        ("rounds", .integer(cost.rounds)),
+                                    ])
+                                )
+                            }
+                        })
+                ),
             ]
             if job.isEncoder {
                 let norm = output.reduce(0) { $0 + $1 * $1 }.squareRoot()

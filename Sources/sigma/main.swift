@@ -28,7 +28,7 @@ let usage = """
                                     demo, run and bench model make a fresh deployment's credentials themselves)
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
-      bench model --model NAME|DIR [--seq L] [--bits n] [--json]
+      bench model --model NAME|DIR [--seq L] [--bits n] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
@@ -83,7 +83,8 @@ do {
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
             Options(
-                arguments[2...], flags: ["--json", "--insecure-transport"], values: ["--model", "--seq", "--bits"]))
+                arguments[2...], flags: ["--json", "--insecure-transport"],
+                values: ["--model", "--seq", "--bits", "--report"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }

@@ -56,6 +56,13 @@ struct ModelTests {
         let cleartext = try model.forward(RingEvaluator(Cleartext(), ring: model.ring), input: input)
         #expect(secure != nil && secure == cleartext)
         #expect((report?["rounds"] as? Int ?? 0) > 0)
+        // The online breakdown covers every round and byte, by part of the model.
+        let breakdown = report?["online_breakdown"] as? [String: [String: Any]] ?? [:]
+        #expect(Set(breakdown.keys) == ["input", "matmul", "truncation", "activation", "output"])
+        let total = { (field: String) in breakdown.values.reduce(0) { $0 + ($1[field] as? Int ?? 0) } }
+        #expect(total("rounds") == report?["rounds"] as? Int)
+        #expect(total("bytes_sent") == report?["bytes_sent"] as? Int)
+        #expect(total("bytes_received") == report?["bytes_received"] as? Int)
     }
 
     /// A fresh deployment's credentials in `base/credentials`: the role's file.
