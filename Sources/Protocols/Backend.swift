@@ -93,11 +93,32 @@ public final class Dealer {
     public let p0: KeyStreamWriter
     public let p1: KeyStreamWriter
     var random: SecureRandom
+    private var currentLayer: LayerKind?
+    private var written = (p0: 0, p1: 0)
+    /// Key bytes per party by part of the model (`enterLayer` marks the parts).
+    public private(set) var keyBytesByLayer: [LayerKind: (p0: Int, p1: Int)] = [:]
 
     public init(p0: KeySink, p1: KeySink, random: consuming SecureRandom) {
         self.p0 = KeyStreamWriter(sink: p0)
         self.p1 = KeyStreamWriter(sink: p1)
         self.random = random
+    }
+
+    public func enterLayer(_ kind: LayerKind) {
+        closeLayer()
+        currentLayer = kind
+    }
+
+    /// Attributes the bytes written since the last mark; call once more after the computation.
+    public func closeLayer() {
+        if let currentLayer {
+            let sum = keyBytesByLayer[currentLayer, default: (0, 0)]
+            keyBytesByLayer[currentLayer] = (
+                sum.p0 + p0.bytesWritten - written.p0, sum.p1 + p1.bytesWritten - written.p1
+            )
+        }
+        currentLayer = nil
+        written = (p0.bytesWritten, p1.bytesWritten)
     }
 
     func writer(_ party: Party) -> KeyStreamWriter { party == .p0 ? p0 : p1 }

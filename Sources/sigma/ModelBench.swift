@@ -34,7 +34,7 @@ enum ModelBench {
         let (clientStats, dealerStats, serverStats, keygenWall) = (
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )
-        let parts = ModelReport.parts(clientStats)
+        let parts = ModelReport.parts(client: clientStats, dealer: dealerStats)
         let result = JSONValue.object([
             ("model", .string(model)), ("seq", .integer(seq)),
             ("ring", .string("n=\(options.string("--bits") ?? "the reference's for this model") f=12")),

@@ -12,18 +12,22 @@ enum ModelReport {
         var bytesSent: Int
         var bytesReceived: Int
         var rounds: Int
+        var keyBytes = (server: 0, client: 0)
     }
 
-    /// The client's `online_breakdown`, in the order of `LayerKind`.
-    static func parts(_ client: [String: Any]) -> [Part] {
+    /// The client's `online_breakdown` and the dealer's `key_breakdown`, in the order of `LayerKind`.
+    static func parts(client: [String: Any], dealer: [String: Any]) -> [Part] {
         let breakdown = client["online_breakdown"] as? [String: [String: Any]] ?? [:]
+        let keys = dealer["key_breakdown"] as? [String: [String: Any]] ?? [:]
         return LayerKind.allCases.compactMap { kind in
-            breakdown[kind.rawValue].map {
-                Part(
-                    name: kind.rawValue, seconds: $0["seconds"] as? Double ?? 0,
-                    bytesSent: $0["bytes_sent"] as? Int ?? 0,
-                    bytesReceived: $0["bytes_received"] as? Int ?? 0, rounds: $0["rounds"] as? Int ?? 0)
-            }
+            guard breakdown[kind.rawValue] != nil || keys[kind.rawValue] != nil else { return nil }
+            let online = breakdown[kind.rawValue] ?? [:]
+            var part = Part(
+                name: kind.rawValue, seconds: online["seconds"] as? Double ?? 0,
+                bytesSent: online["bytes_sent"] as? Int ?? 0, bytesReceived: online["bytes_received"] as? Int ?? 0,
+                rounds: online["rounds"] as? Int ?? 0)
+            part.keyBytes = (keys[kind.rawValue]?["server"] as? Int ?? 0, keys[kind.rawValue]?["client"] as? Int ?? 0)
+            return part
         }
     }
 
@@ -35,6 +39,8 @@ enum ModelReport {
                     .object([
                         ("seconds", .number($0.seconds)), ("client_sent", .integer($0.bytesSent)),
                         ("client_received", .integer($0.bytesReceived)), ("rounds", .integer($0.rounds)),
+                        ("key_bytes_server", .integer($0.keyBytes.server)),
+                        ("key_bytes_client", .integer($0.keyBytes.client)),
                     ])
                 )
             })
@@ -53,15 +59,18 @@ enum ModelReport {
         var lines = [
             "# \(title)", "", "```", renderTable(withoutBreakdown(result), title: "sigma bench model"), "```", "",
             "## Online time by part of the model (client's view)", "",
-            "| part | seconds | share | client sent (MB) | client received (MB) | rounds |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| part | seconds | share | client sent (MB) | client received (MB) | rounds | keys server (MB) "
+                + "| keys client (MB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for part in parts {
             lines.append(
                 "| \(part.name) | \(String(format: "%.2f", part.seconds)) | "
                     + "\(String(format: "%.0f %%", 100 * part.seconds / max(total, 1e-9))) | "
                     + "\(String(format: "%.1f", Double(part.bytesSent) / 1e6)) | "
-                    + "\(String(format: "%.1f", Double(part.bytesReceived) / 1e6)) | \(part.rounds) |")
+                    + "\(String(format: "%.1f", Double(part.bytesReceived) / 1e6)) | \(part.rounds) | "
+                    + "\(String(format: "%.1f", Double(part.keyBytes.server) / 1e6)) | "
+                    + "\(String(format: "%.1f", Double(part.keyBytes.client) / 1e6)) |")
         }
         lines += [
             "",

@@ -60,6 +60,7 @@ enum Roles {
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
         showProgress("keys  ")
         _ = try job.run(dealer, party: nil, input: nil)
+        dealer.closeLayer()
         for file in files { try file.finish() }
         let elapsed = seconds(since: start)
         printError(
@@ -71,6 +72,18 @@ enum Roles {
                     ("role", .string("dealer")), ("keygen_seconds", .number(elapsed)),
                     ("key_bytes_server", .integer(dealer.p0.bytesWritten)),
                     ("key_bytes_client", .integer(dealer.p1.bytesWritten)),
+                    (
+                        "key_breakdown",
+                        .object(
+                            LayerKind.allCases.compactMap { kind in
+                                dealer.keyBytesByLayer[kind].map {
+                                    (
+                                        kind.rawValue,
+                                        .object([("server", .integer($0.p0)), ("client", .integer($0.p1))])
+                                    )
+                                }
+                            })
+                    ),
                     ("peak_rss_bytes", .integer(peakResidentBytes())),
                 ]).text)
     }
