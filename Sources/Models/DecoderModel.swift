@@ -97,6 +97,13 @@ public struct DecoderModel: Sendable {
         weights = WeightSource(randomSeed: seed)
     }
 
+    /// Bounds every truncated product of this checkpoint over all prompts (`RangeEvaluator`): whether GapARS is exact.
+    public func rangeCertificate(scale: Int) throws -> RangeCertificate {
+        let bounds = RangeEvaluator()
+        _ = try lastLogits(bounds, ids: nil, count: config.positions)
+        return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
+    }
+
     /// The last position's logits for the client's `ids` (`count` tokens; nil ids except on the client).
     public func lastLogits<E: Evaluator>(_ e: E, ids: [Int]?, count t: Int) throws -> [Double]? {
         let c = config

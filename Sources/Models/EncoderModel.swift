@@ -36,6 +36,13 @@ public struct EncoderModel: Sendable {
         return suffix
     }
 
+    /// Bounds every truncated product of this checkpoint over all texts (`RangeEvaluator`): whether GapARS is exact.
+    public func rangeCertificate(scale: Int) throws -> RangeCertificate {
+        let bounds = RangeEvaluator()
+        _ = try pooledEmbedding(bounds, ids: nil, count: config.positions)
+        return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
+    }
+
     /// The mean of the last layer's rows for the client's `ids` (`count` tokens, [CLS] … [SEP] included).
     public func pooledEmbedding<E: Evaluator>(_ e: E, ids: [Int]?, count t: Int) throws -> [Double]? {
         let c = config

@@ -108,15 +108,37 @@ public struct FloatEvaluator: Evaluator {
     public func output(_ x: [Double]) throws -> [Double]? { x }
 }
 
+/// How products (scale 2f) are truncated back to scale f.
+public enum ProductTruncation: String, Sendable, CaseIterable {
+    /// SIGMA's GapARS: exact when every product lies in [−2^{n−2}, 2^{n−2}), which `RangeCertificate` proves from a
+    /// checkpoint's weights; 131 B of key per element at n = 50 against 666 B, 2 exchanges against 4. SIGMA itself
+    /// uses the faithful ARS after linear layers; this is one of Sigma's departures (docs/performance.md).
+    case gap
+    /// The faithful ARS: exact for every n-bit value, whatever the weights or the input.
+    case faithful
+}
+
 /// Fixed point on any ring backend: the cleartext reference, the dealer, or a party. Weights enter at scale f,
-/// biases at scale 2f (added before the truncation); every linear layer ends with a faithful ARS by f.
+/// biases at scale 2f (added before the truncation); every product ends with an ARS by f (`truncation`).
 public final class RingEvaluator<Backend: RingBackend>: Evaluator {
     public let backend: Backend
     public let ring: Ring
+    public let truncation: ProductTruncation
 
-    public init(_ backend: Backend, ring: Ring) {
+    /// `truncation` defaults to the faithful ARS, exact for any input; token models pass `.gap` once their
+    /// `RangeCertificate` allows it.
+    public init(_ backend: Backend, ring: Ring, truncation: ProductTruncation = .faithful) {
         self.backend = backend
         self.ring = ring
+        self.truncation = truncation
+    }
+
+    /// ARS by f of a product at scale 2f.
+    func truncate(_ x: RingTensor) throws -> RingTensor {
+        switch truncation {
+        case .gap: try backend.gapARS(x, by: ring.scale)
+        case .faithful: try backend.faithfulARS(x, by: ring.scale)
+        }
     }
 
     public func clientInput(_ values: [Double]?, rows: Int, columns: Int) throws -> RingTensor {
@@ -130,13 +152,13 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
             x, weights: layer.weights.map { ring.encode($0) }, m: rows, k: layer.inputs, n: layer.outputs)
         guard layer.hasBias else {
             backend.enterLayer(.truncation)
-            return try backend.faithfulARS(product, by: ring.scale)
+            return try truncate(product)
         }
         let b = try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
         let biasRows = RingTensor(
             ring: ring, shape: product.shape, values: (0..<product.count).map { b.values[$0 % layer.outputs] })
         backend.enterLayer(.truncation)
-        return try backend.faithfulARS(backend.add(product, biasRows), by: ring.scale)
+        return try truncate(backend.add(product, biasRows))
     }
 
     public func relu(_ x: RingTensor) throws -> RingTensor {

@@ -175,7 +175,7 @@ extension RingEvaluator {
         let product = try backend.matmul(
             x, RingTensor(ring: ring, shape: [width, vocabulary], values: transposed), m: rows, k: width, n: vocabulary,
             batch: 1)
-        return try backend.faithfulARS(product, by: ring.scale)
+        return try truncate(product)
     }
 
     public func add(_ x: RingTensor, _ y: RingTensor) -> RingTensor { backend.add(x, y) }
@@ -184,7 +184,7 @@ extension RingEvaluator {
         backend.enterLayer(.matmul)
         let product = try backend.mul(x, y)
         backend.enterLayer(.truncation)
-        return try backend.faithfulARS(product, by: ring.scale)
+        return try truncate(product)
     }
 
     public func layerNorm(_ x: RingTensor, width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws
@@ -227,9 +227,8 @@ extension RingEvaluator {
         backend.enterLayer(.output)
         let sums = (0..<width).map { c in (0..<rows).reduce(UInt64(0)) { $0 &+ x.values[$1 * width + c] } }
         let factor = UInt64((Double(1 << ring.scale) / Double(rows)).rounded())
-        return try backend.faithfulARS(
-            backend.multiply(RingTensor(ring: ring, shape: [1, width], values: sums), byConstant: factor),
-            by: ring.scale)
+        return try truncate(
+            backend.multiply(RingTensor(ring: ring, shape: [1, width], values: sums), byConstant: factor))
     }
 
     public func attention(
@@ -259,7 +258,7 @@ extension RingEvaluator {
         backend.enterLayer(.truncation)
         let scaledScores =
             scaled
-            ? try backend.scaleScores(scores, headDim: dh) : try backend.faithfulARS(scores, by: ring.scale)
+            ? try backend.scaleScores(scores, headDim: dh, gap: truncation == .gap) : try truncate(scores)
         backend.enterLayer(.softmax)
         // Only the visible keys of each query go through softmax; the rest are public zeros.
         var packed: [UInt64] = []
@@ -290,7 +289,7 @@ extension RingEvaluator {
             RingTensor(ring: ring, shape: [heads * t, t], values: full),
             RingTensor(ring: ring, shape: [heads * t, dh], values: values), m: t, k: t, n: dh, batch: heads)
         backend.enterLayer(.truncation)
-        let shifted = try backend.faithfulARS(context, by: ring.scale)
+        let shifted = try truncate(context)
         let merged = (0..<(t * width)).map { i -> UInt64 in
             let (row, head, c) = (i / width, (i % width) / dh, i % dh)
             return shifted.values[(head * t + row) * dh + c]

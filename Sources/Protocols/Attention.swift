@@ -37,13 +37,15 @@ extension RingBackend {
     /// Attention scores QKᵀ (values at scale 2f, where f = `ring.scale` as for every product) scaled by 1/√d and
     /// brought to scale f: when log2 d is even the scale is a
     /// power of two and folds into the truncation shift (one faithful ARS by f + log2(d)/2); otherwise a faithful
-    /// ARS by f, a product with ⌊2^f/√d⌋ and a second ARS by f.
-    public func scaleScores(_ scores: RingTensor, headDim d: Int) throws -> RingTensor {
+    /// ARS by f, a product with ⌊2^f/√d⌋ and a second ARS by f. With `gap`, each ARS is a GapARS (exact when the
+    /// scores lie in the gap, see `RangeCertificate`).
+    public func scaleScores(_ scores: RingTensor, headDim d: Int, gap: Bool = false) throws -> RingTensor {
         let f = scores.ring.scale
+        let shift = { (x: RingTensor, by: Int) in try gap ? self.gapARS(x, by: by) : self.faithfulARS(x, by: by) }
         let logD = d.trailingZeroBitCount
-        if d & (d - 1) == 0 && logD % 2 == 0 { return try faithfulARS(scores, by: f + logD / 2) }
-        let once = try faithfulARS(scores, by: f)
+        if d & (d - 1) == 0 && logD % 2 == 0 { return try shift(scores, f + logD / 2) }
+        let once = try shift(scores, f)
         let factor = UInt64((Double(1 << f) / Double(d).squareRoot()).rounded(.down))
-        return try faithfulARS(multiply(once, byConstant: factor), by: f)
+        return try shift(multiply(once, byConstant: factor), f)
     }
 }

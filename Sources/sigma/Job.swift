@@ -8,7 +8,7 @@ import Ring
 /// prompt of a given (public) length.
 enum Job {
     case mlp
-    case decoder(folder: String, tokens: Int, bits: Int?)
+    case decoder(folder: String, tokens: Int, bits: Int?, truncation: ProductTruncation)
 
     /// Whether the model embeds text (BERT) rather than generating it.
     var isEncoder: Bool { (try? config())??.architecture == .bert }
@@ -18,14 +18,19 @@ enum Job {
             self = .mlp
             return
         }
+        let truncation = options.string("--truncation").map { name in
+            guard let choice = ProductTruncation(rawValue: name) else { fail("--truncation must be gap or faithful") }
+            return choice
+        }
         self = .decoder(
             folder: folder, tokens: options.integer("--tokens", default: 0, range: 0...1_000_000),
-            bits: options.string("--bits").map { _ in options.integer("--bits", default: 50, range: 32...64) })
+            bits: options.string("--bits").map { _ in options.integer("--bits", default: 50, range: 32...64) },
+            truncation: truncation ?? .gap)
     }
 
     /// The ring: the reference's bitwidth for the architecture (GPT-2 50, GPT-Neo 51, Llama 48, BERT 50), f = 12.
     func ring(_ config: TransformerConfig?) -> Ring {
-        guard case .decoder(_, _, let bits) = self, let config else { return MLP.demo().ring }
+        guard case .decoder(_, _, let bits, _) = self, let config else { return MLP.demo().ring }
         // SIGMA §2: BERT-tiny 37 bits, BERT-base/large and GPT-2 50, GPT-Neo 51, Llama2 48.
         let tiny = config.architecture == .bert && config.hidden <= 128 && config.layers <= 2
         let standard =
@@ -37,31 +42,34 @@ enum Job {
 
     /// A named shape (bert-tiny … llama2-13b) when no folder of that name exists: random weights on the server.
     var preset: TransformerConfig? {
-        guard case .decoder(let folder, _, _) = self, !FileManager.default.fileExists(atPath: folder) else {
+        guard case .decoder(let folder, _, _, _) = self, !FileManager.default.fileExists(atPath: folder) else {
             return nil
         }
         return TransformerConfig.named[folder]
     }
 
     func config() throws -> TransformerConfig? {
-        guard case .decoder(let folder, _, _) = self else { return nil }
+        guard case .decoder(let folder, _, _, _) = self else { return nil }
         if let preset { return preset }
         return try TransformerConfig(folder: folder)
     }
 
     /// A 32-byte name of the computation, compared by both parties before anything secret moves.
     func fingerprint() throws -> [UInt8] {
-        guard case .decoder(_, let tokens, _) = self, let config = try config() else { return MLP.demo().fingerprint }
+        guard case .decoder(_, let tokens, _, let truncation) = self, let config = try config() else {
+            return MLP.demo().fingerprint
+        }
         let ring = ring(config)
         let text =
             "decoder;\(config.architecture.rawValue);L=\(config.layers);d=\(config.hidden);h=\(config.heads);"
             + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);t=\(tokens);n=\(ring.bitwidth);f=\(ring.scale)"
+            + ";truncation=\(truncation.rawValue)"
         return fingerprint32(text)
     }
 
     /// Checks the client's input before anything connects: the keys' length, whole token ids inside the vocabulary.
     func validate(input: [Double]) throws {
-        guard case .decoder(_, let tokens, _) = self, let config = try config() else { return }
+        guard case .decoder(_, let tokens, _, _) = self, let config = try config() else { return }
         guard input.count == tokens else {
             throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
         }
@@ -79,8 +87,9 @@ enum Job {
         case .mlp:
             let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
             return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
-        case .decoder(let folder, let tokens, _):
+        case .decoder(let folder, let tokens, _, let truncation):
             guard let config = try config() else { throw RoleError("no model \(folder)") }
+            let ring = ring(config)
             guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
             if let input, input.count != tokens {
                 throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
@@ -92,14 +101,59 @@ enum Job {
                     party != .p0
                     ? EncoderModel(shapesOf: config)
                     : preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder)
-                return try model.pooledEmbedding(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
+                let evaluator = RingEvaluator(backend, ring: ring, truncation: truncation)
+                return try model.pooledEmbedding(evaluator, ids: ids, count: tokens)
             }
             let model =
                 party != .p0
                 ? DecoderModel(shapesOf: config)
                 : preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder)
-            return try model.lastLogits(RingEvaluator(backend, ring: ring(config)), ids: ids, count: tokens)
+            return try model.lastLogits(
+                RingEvaluator(backend, ring: ring, truncation: truncation), ids: ids, count: tokens)
         }
+    }
+}
+
+extension Job {
+    /// The server, the only one who knows the weights, checks before serving that GapARS is exact for them: a
+    /// checkpoint whose products could leave the gap is refused rather than computed wrongly.
+    func requireCertifiedTruncation() throws {
+        guard case .decoder(_, _, _, .gap) = self else { return }
+        let (certificate, ring) = try certificate()
+        guard certificate.allowsGap(bitwidth: ring.bitwidth) else {
+            throw RoleError(
+                "this checkpoint's products can reach \(String(format: "%.3g", certificate.largestProduct)): "
+                    + "GapARS is exact only from \(certificate.minimumBitwidth) bits (the ring has "
+                    + "\(ring.bitwidth)); use --bits \(certificate.minimumBitwidth) or --truncation faithful")
+        }
+    }
+
+    /// For runs that hold the model themselves (`run`, `bench model`): the `--truncation` to give all three roles —
+    /// the one asked for, or GapARS when the model's range certificate allows it at this ring, else faithful.
+    static func truncationArguments(_ options: Options) throws -> [String] {
+        if let chosen = options.string("--truncation") { return ["--truncation", chosen] }
+        let (certificate, ring) = try Job(options).certificate()
+        let gap = certificate.allowsGap(bitwidth: ring.bitwidth)
+        printError(
+            "truncation after products: \(gap ? "GapARS" : "faithful ARS") (range certificate: products ≤ "
+                + "\(String(format: "%.3g", certificate.largestProduct)), GapARS exact from \(certificate.minimumBitwidth) "
+                + "bits; ring \(ring.bitwidth) bits)")
+        return ["--truncation", gap ? "gap" : "faithful"]
+    }
+
+    /// `sigma check-ranges`: the range certificate of the job's model (the server's weights).
+    func certificate() throws -> (RangeCertificate, Ring) {
+        guard case .decoder(let folder, _, _, _) = self, let config = try config() else {
+            throw RoleError("check-ranges needs --model")
+        }
+        let ring = ring(config)
+        if config.architecture == .bert {
+            let model =
+                preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder)
+            return (try model.rangeCertificate(scale: ring.scale), ring)
+        }
+        let model = preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder)
+        return (try model.rangeCertificate(scale: ring.scale), ring)
     }
 }
 

@@ -21,6 +21,7 @@ enum ModelBench {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let job =
             ["--model", model, "--tokens", String(seq)] + (options.string("--bits").map { ["--bits", $0] } ?? [])
+            + (try Job.truncationArguments(options))
         var state: UInt64 = 42
         let ids = (0..<seq).map { _ -> Int in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407

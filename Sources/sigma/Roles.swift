@@ -101,6 +101,7 @@ enum Roles {
     static func server(_ options: Options) throws {
         let job = Job(options)
         let credentials = try credentials(options, as: .server)
+        try job.requireCertifiedTruncation()
         let keys = try openKeys(options.required("--keys"), party: .p0, job: job, credentials: credentials)
         let listener = try TCPListener(
             host: options.string("--host") ?? "127.0.0.1",

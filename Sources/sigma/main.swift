@@ -16,6 +16,9 @@ let usage = """
                                     inference (fresh keys, three processes) per new token, streamed
       run --model BERT_DIR --text TEXT [--json]
                                     the sentence embedding of a BERT / MiniLM folder (mean pooling, L2)
+      check-ranges --model DIR|NAME [--bits n]
+                                    bound every product the model can compute: the bitwidth from which GapARS
+                                    after linear layers is exact (the server checks this before serving)
       credentials --out DIR         create a deployment's secrets: DIR/dealer.cred, server.cred, client.cred
       dealer --keys DIR --credentials FILE [--model DIR --tokens T]
                                     write DIR/server.key and DIR/client.key for one inference
@@ -47,7 +50,7 @@ do {
     case "demo", "run":
         let options = Options(
             arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
-            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--text"])
+            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--truncation", "--text"])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
     case "relay":
         let options = Options(arguments.dropFirst(), flags: [], values: ["--listen", "--to", "--delay-ms"])
@@ -58,19 +61,29 @@ do {
             delay: options.number("--delay-ms", default: 1) / 1000)
         printError("relay: listening on port \(relay.port)")
         try relay.run()
+    case "check-ranges":
+        let options = Options(arguments.dropFirst(), flags: [], values: ["--model", "--bits"])
+        let (certificate, ring) = try Job(options).certificate()
+        print(
+            """
+            largest truncated product over every input: \(String(format: "%.4g", certificate.largestProduct))
+            GapARS is exact from n = \(certificate.minimumBitwidth) bits (f = \(certificate.scale)); this ring has \
+            n = \(ring.bitwidth): \(certificate.allowsGap(bitwidth: ring.bitwidth) ? "gap truncation allowed" : "use --truncation faithful or more bits")
+            """)
     case "credentials":
         try Roles.credentials(Options(arguments.dropFirst(), flags: [], values: ["--out"]))
     case "dealer":
         try Roles.dealer(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
-                values: ["--keys", "--model", "--tokens", "--bits", "--credentials"]))
+                values: ["--keys", "--model", "--tokens", "--bits", "--truncation", "--credentials"]))
     case "server":
         try Roles.server(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
-                    "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--credentials",
+                    "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
+                    "--credentials",
                 ]))
     case "client":
         try Roles.client(
@@ -78,13 +91,14 @@ do {
                 arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
+                    "--truncation",
                     "--credentials",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
             Options(
                 arguments[2...], flags: ["--json", "--insecure-transport"],
-                values: ["--model", "--seq", "--bits", "--report"]))
+                values: ["--model", "--seq", "--bits", "--truncation", "--report"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }

@@ -10,10 +10,10 @@ let fixtureModels = ["gpt2-tiny", "gptneo-tiny", "llama-tiny"]
 func modelFolder(_ model: String) -> String { fixtures.appendingPathComponent("models/\(model)").path }
 
 /// The model run on one ring backend (the existential opened into a concrete evaluator).
-func ringLogits<B: RingBackend>(_ backend: B, model: DecoderModel, ids: [Int]?, count: Int, ring: Ring) throws
-    -> [Double]?
-{
-    try model.lastLogits(RingEvaluator(backend, ring: ring), ids: ids, count: count)
+func ringLogits<B: RingBackend>(
+    _ backend: B, model: DecoderModel, ids: [Int]?, count: Int, ring: Ring, truncation: ProductTruncation = .gap
+) throws -> [Double]? {
+    try model.lastLogits(RingEvaluator(backend, ring: ring, truncation: truncation), ids: ids, count: count)
 }
 
 @Suite("Decoder models", .serialized)
@@ -49,8 +49,8 @@ struct DecoderTests {
 
     @Test(
         "secure inference equals the cleartext fixed point bit for bit; the server learns nothing",
-        arguments: fixtureModels)
-    func secureEqualsCleartext(model: String) throws {
+        arguments: fixtureModels, ProductTruncation.allCases)
+    func secureEqualsCleartext(model: String, truncation: ProductTruncation) throws {
         let server = try DecoderModel(folder: modelFolder(model))
         let shapes = DecoderModel(shapesOf: server.config)
         let ids = try referencePrompts(model)[1].ids  // "$ gcloud alpha", 4 tokens
@@ -59,10 +59,92 @@ struct DecoderTests {
             let isServer = (backend as? PartyContext)?.party == .p0 || backend is Cleartext
             let isClient = (backend as? PartyContext)?.party == .p1 || backend is Cleartext
             return try ringLogits(
-                backend, model: isServer ? server : shapes, ids: isClient ? ids : nil, count: ids.count, ring: ring)
+                backend, model: isServer ? server : shapes, ids: isClient ? ids : nil, count: ids.count, ring: ring,
+                truncation: truncation)
         }
         #expect(run.server == nil)
         #expect(run.client != nil && run.client == run.clear)
+    }
+
+    @Test(
+        "the range certificate allows GapARS for the trained fixtures and bounds every product they compute",
+        arguments: fixtureModels)
+    func rangeCertificate(model: String) throws {
+        let decoder = try DecoderModel(folder: modelFolder(model))
+        let certificate = try decoder.rangeCertificate(scale: 12)
+        #expect(certificate.allowsGap(bitwidth: model == "llama-tiny" ? 48 : 50), "\(certificate)")
+        // Sound: no product on any reference prompt exceeds the bound (float arithmetic, every truncated product).
+        let observed = ProductRecorder()
+        for prompt in try referencePrompts(model) {
+            _ = try decoder.lastLogits(observed, ids: prompt.ids, count: prompt.ids.count)
+        }
+        #expect(observed.largest > 0 && observed.largest <= certificate.largestProduct, "\(observed.largest)")
+        // And not vacuous: within 10^4 of what the prompts reach (worst case over every input and position).
+        #expect(certificate.largestProduct < 1e4 * observed.largest)
+        // 1.1·10^6 + 1 < 2^21 = 2^{n−2−24} from n = 47; 1.1·2·10^6 + 1 > 2^21 needs n = 48.
+        #expect(RangeCertificate(largestProduct: 1e6, scale: 12).minimumBitwidth == 47)
+        #expect(RangeCertificate(largestProduct: 2e6, scale: 12).minimumBitwidth == 48)
+    }
+}
+
+/// The float reference, recording the largest |value| of every product that fixed point truncates.
+final class ProductRecorder: Evaluator {
+    typealias Tensor = [Double]
+    let float = FloatEvaluator()
+    var largest = 0.0
+    func record(_ x: [Double]) -> [Double] {
+        largest = max(largest, x.map(abs).max() ?? 0)
+        return x
+    }
+    func clientInput(_ values: [Double]?, rows: Int, columns: Int) throws -> [Double] {
+        try float.clientInput(values, rows: rows, columns: columns)
+    }
+    func linear(_ x: [Double], _ layer: LinearLayer, rows: Int) throws -> [Double] {
+        record(try float.linear(x, layer, rows: rows))
+    }
+    func relu(_ x: [Double]) throws -> [Double] { try float.relu(x) }
+    func output(_ x: [Double]) throws -> [Double]? { try float.output(x) }
+    func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (
+        embedded: [Double], table: [Double]
+    ) { try float.embed(ids, count: count, table: table, width: width) }
+    func serverTable(_ table: WeightVector, width: Int) throws -> [Double] {
+        try float.serverTable(table, width: width)
+    }
+    func addServerRows(_ x: [Double], _ rows: WeightVector, width: Int) throws -> [Double] {
+        try float.addServerRows(x, rows, width: width)
+    }
+    func logits(_ x: [Double], table: [Double], rows: Int, width: Int, vocabulary: Int) throws -> [Double] {
+        record(try float.logits(x, table: table, rows: rows, width: width, vocabulary: vocabulary))
+    }
+    func add(_ x: [Double], _ y: [Double]) -> [Double] { float.add(x, y) }
+    func multiply(_ x: [Double], _ y: [Double]) throws -> [Double] { record(try float.multiply(x, y)) }
+    func layerNorm(_ x: [Double], width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws
+        -> [Double]
+    { try float.layerNorm(x, width: width, gamma: gamma, beta: beta, epsilon: epsilon) }
+    func rmsNorm(_ x: [Double], width: Int, gamma: WeightVector, epsilon: Double) throws -> [Double] {
+        try float.rmsNorm(x, width: width, gamma: gamma, epsilon: epsilon)
+    }
+    func gelu(_ x: [Double]) throws -> [Double] { try float.gelu(x) }
+    func silu(_ x: [Double]) throws -> [Double] { try float.silu(x) }
+    func rotary(_ x: [Double], heads: Int, headDim: Int, theta: Double) throws -> [Double] {
+        record(try float.rotary(x, heads: heads, headDim: headDim, theta: theta))
+    }
+    func attention(
+        _ q: [Double], _ k: [Double], _ v: [Double], rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
+        window: Int?, causal: Bool
+    ) throws -> [Double] {
+        record(
+            try float.attention(
+                q, k, v, rows: rows, heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: scaled, window: window,
+                causal: causal))
+    }
+    func geluExact(_ x: [Double]) throws -> [Double] { try float.geluExact(x) }
+    func meanOfRows(_ x: [Double], rows: Int, width: Int) throws -> [Double] {
+        record(try float.meanOfRows(x, rows: rows, width: width))
+    }
+    func lastRow(_ x: [Double], rows: Int, width: Int) -> [Double] { float.lastRow(x, rows: rows, width: width) }
+    func columns(_ x: [Double], rows: Int, width: Int, start: Int, count: Int) -> [Double] {
+        float.columns(x, rows: rows, width: width, start: start, count: count)
     }
 }
 

@@ -13,7 +13,8 @@ func normalized(_ v: [Double]) -> [Double] {
 func cosine(_ a: [Double], _ b: [Double]) -> Double { zip(normalized(a), normalized(b)).reduce(0) { $0 + $1.0 * $1.1 } }
 
 func ringEmbedding<B: RingBackend>(_ backend: B, model: EncoderModel, ids: [Int]?, count: Int) throws -> [Double]? {
-    try model.pooledEmbedding(RingEvaluator(backend, ring: Ring(bitwidth: 50, scale: 12)), ids: ids, count: count)
+    try model.pooledEmbedding(
+        RingEvaluator(backend, ring: Ring(bitwidth: 50, scale: 12), truncation: .gap), ids: ids, count: count)
 }
 
 @Suite("BERT / MiniLM sentence embeddings", .serialized)

@@ -231,6 +231,15 @@ struct ModelTests {
                 "cannot read"
             ),
             ("not a key file", ["server", "--keys", role(.server)[1]] + role(.server), "not a Sigma key file"),
+            (
+                "GapARS for a model whose range certificate does not allow it at this bitwidth",
+                [
+                    "server", "--keys", base + "/none.key", "--model", "bert-tiny", "--tokens", "4", "--truncation",
+                    "gap",
+                ]
+                    + role(.server),
+                "GapARS is exact only from"
+            ),
         ]
         for (name, arguments, message) in cases {
             let (status, output, errors) = try sigma(arguments)
