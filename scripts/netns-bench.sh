@@ -86,10 +86,12 @@ for profile in $profiles; do
         kill "$relay" 2>/dev/null || true
         wait "$relay" 2>/dev/null || true
         rm -rf "$keys"
-        online=$(sed -nE 's/.*"online_seconds":([0-9.e+-]+).*/\1/p' "$work/client.json")
-        rounds=$(sed -nE 's/.*"rounds":([0-9]+).*/\1/p' "$work/client.json")
-        sent=$(sed -nE 's/.*"bytes_sent":([0-9]+).*/\1/p' "$work/client.json")
-        received=$(sed -nE 's/.*"bytes_received":([0-9]+).*/\1/p' "$work/client.json")
+        # The first occurrence of each field is the top-level one (the per-part breakdown follows it).
+        field() { grep -oE "\"$1\":[0-9.e+-]+" "$work/client.json" | head -n 1 | cut -d: -f2; }
+        online=$(field online_seconds)
+        rounds=$(field rounds)
+        sent=$(field bytes_sent)
+        received=$(field bytes_received)
         printf '%-10s %-4s online %8.2f s  rounds %5d  client sent %6.1f MB, received %7.1f MB\n' \
             "$model" "$profile" "$online" "$rounds" "$(echo "$sent / 1000000" | bc -l)" \
             "$(echo "$received / 1000000" | bc -l)"
