@@ -10,13 +10,16 @@
 #include <immintrin.h>
 #endif
 
-static void scalar_rows(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k, size_t n, size_t r0, size_t r1,
-                        size_t col0) {
+// Every kernel computes rows [r0, r1) of C (+)= A·B over k terms, A with row stride lda, B with row stride n; with
+// `accumulate` it adds to C, so the dispatcher can walk k in cache-sized blocks.
+static void scalar_rows(const uint64_t *a, size_t lda, const uint64_t *b, uint64_t *c, size_t k, size_t n, size_t r0,
+                        size_t r1, size_t col0, int accumulate) {
     for (size_t i = r0; i < r1; i++) {
         uint64_t *row = c + i * n;
-        for (size_t j = col0; j < n; j++) row[j] = 0;
+        if (!accumulate)
+            for (size_t j = col0; j < n; j++) row[j] = 0;
         for (size_t kk = 0; kk < k; kk++) {
-            uint64_t x = a[i * k + kk];
+            uint64_t x = a[i * lda + kk];
             const uint64_t *brow = b + kk * n;
             for (size_t j = col0; j < n; j++) row[j] += x * brow[j];
         }
@@ -24,21 +27,24 @@ static void scalar_rows(const uint64_t *a, const uint64_t *b, uint64_t *c, size_
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f,avx512dq"))) static void avx512_rows(const uint64_t *a, const uint64_t *b, uint64_t *c,
-                                                                    size_t k, size_t n, size_t r0, size_t r1) {
+__attribute__((target("avx512f,avx512dq"))) static void avx512_rows(const uint64_t *a, size_t lda, const uint64_t *b,
+                                                                    uint64_t *c, size_t k, size_t n, size_t r0,
+                                                                    size_t r1, int accumulate) {
     size_t tiles = n / 32 * 32;
     for (size_t j = 0; j < tiles; j += 32) {
         size_t i = r0;
         for (; i + 4 <= r1; i += 4) {
             __m512i acc[4][4];
             for (int r = 0; r < 4; r++)
-                for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_si512();
+                for (int v = 0; v < 4; v++)
+                    acc[r][v] = accumulate ? _mm512_loadu_si512((const void *)(c + (i + r) * n + j + 8 * v))
+                                           : _mm512_setzero_si512();
             for (size_t kk = 0; kk < k; kk++) {
                 const uint64_t *brow = b + kk * n + j;
                 __m512i bv[4];
                 for (int v = 0; v < 4; v++) bv[v] = _mm512_loadu_si512((const void *)(brow + 8 * v));
                 for (int r = 0; r < 4; r++) {
-                    __m512i x = _mm512_set1_epi64((long long)a[(i + r) * k + kk]);
+                    __m512i x = _mm512_set1_epi64((long long)a[(i + r) * lda + kk]);
                     for (int v = 0; v < 4; v++) acc[r][v] = _mm512_add_epi64(acc[r][v], _mm512_mullo_epi64(x, bv[v]));
                 }
             }
@@ -46,30 +52,36 @@ __attribute__((target("avx512f,avx512dq"))) static void avx512_rows(const uint64
                 for (int v = 0; v < 4; v++) _mm512_storeu_si512((void *)(c + (i + r) * n + j + 8 * v), acc[r][v]);
         }
         for (; i < r1; i++) {
-            __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+            __m512i acc[4];
+            for (int v = 0; v < 4; v++)
+                acc[v] = accumulate ? _mm512_loadu_si512((const void *)(c + i * n + j + 8 * v)) : _mm512_setzero_si512();
             for (size_t kk = 0; kk < k; kk++) {
-                __m512i x = _mm512_set1_epi64((long long)a[i * k + kk]);
+                __m512i x = _mm512_set1_epi64((long long)a[i * lda + kk]);
                 for (int v = 0; v < 4; v++)
                     acc[v] = _mm512_add_epi64(acc[v], _mm512_mullo_epi64(x, _mm512_loadu_si512((const void *)(b + kk * n + j + 8 * v))));
             }
             for (int v = 0; v < 4; v++) _mm512_storeu_si512((void *)(c + i * n + j + 8 * v), acc[v]);
         }
     }
-    if (tiles < n) scalar_rows(a, b, c, k, n, r0, r1, tiles);
+    if (tiles < n) scalar_rows(a, lda, b, c, k, n, r0, r1, tiles, accumulate);
 }
 
 // 64-bit products without a 64-bit multiply: x·y = x_lo·y_lo + ((x_hi·y_lo + x_lo·y_hi) << 32) mod 2^64, and the
 // shift is linear mod 2^64, so the low products and the cross products accumulate separately and meet once at
 // the end: three vpmuludq and three adds per four products.
-__attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
-                                                      size_t n, size_t r0, size_t r1) {
+__attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, size_t lda, const uint64_t *b, uint64_t *c,
+                                                      size_t k, size_t n, size_t r0, size_t r1, int accumulate) {
     size_t tiles = n / 8 * 8;
     for (size_t j = 0; j < tiles; j += 8) {
         size_t i = r0;
         for (; i + 4 <= r1; i += 4) {
             __m256i low[4][2], cross[4][2];
             for (int r = 0; r < 4; r++)
-                for (int v = 0; v < 2; v++) low[r][v] = cross[r][v] = _mm256_setzero_si256();
+                for (int v = 0; v < 2; v++) {
+                    low[r][v] = accumulate ? _mm256_loadu_si256((const __m256i *)(c + (i + r) * n + j + 4 * v))
+                                           : _mm256_setzero_si256();
+                    cross[r][v] = _mm256_setzero_si256();
+                }
             for (size_t kk = 0; kk < k; kk++) {
                 const uint64_t *brow = b + kk * n + j;
                 __m256i bv[2], bh[2];
@@ -78,7 +90,7 @@ __attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, const u
                     bh[v] = _mm256_srli_epi64(bv[v], 32);
                 }
                 for (int r = 0; r < 4; r++) {
-                    uint64_t s = a[(i + r) * k + kk];
+                    uint64_t s = a[(i + r) * lda + kk];
                     __m256i x = _mm256_set1_epi64x((long long)s), xh = _mm256_set1_epi64x((long long)(s >> 32));
                     for (int v = 0; v < 2; v++) {
                         low[r][v] = _mm256_add_epi64(low[r][v], _mm256_mul_epu32(x, bv[v]));
@@ -95,9 +107,14 @@ __attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, const u
         if (i < r1) {
             // Leftover rows of this tile, one at a time.
             for (; i < r1; i++) {
-                __m256i low[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, cross[2] = {low[0], low[0]};
+                __m256i low[2], cross[2];
+                for (int v = 0; v < 2; v++) {
+                    low[v] = accumulate ? _mm256_loadu_si256((const __m256i *)(c + i * n + j + 4 * v))
+                                        : _mm256_setzero_si256();
+                    cross[v] = _mm256_setzero_si256();
+                }
                 for (size_t kk = 0; kk < k; kk++) {
-                    uint64_t s = a[i * k + kk];
+                    uint64_t s = a[i * lda + kk];
                     __m256i x = _mm256_set1_epi64x((long long)s), xh = _mm256_set1_epi64x((long long)(s >> 32));
                     for (int v = 0; v < 2; v++) {
                         __m256i bv = _mm256_loadu_si256((const __m256i *)(b + kk * n + j + 4 * v));
@@ -111,7 +128,7 @@ __attribute__((target("avx2"))) static void avx2_rows(const uint64_t *a, const u
             }
         }
     }
-    if (tiles < n) scalar_rows(a, b, c, k, n, r0, r1, tiles);
+    if (tiles < n) scalar_rows(a, lda, b, c, k, n, r0, r1, tiles, accumulate);
 }
 
 static int cpu_bit(unsigned leaf, unsigned sub, int reg, unsigned bit) {
@@ -151,18 +168,36 @@ sigma_matmul_kernel sigma_matmul_best(void) {
     return SIGMA_MATMUL_SCALAR;
 }
 
+// The k dimension is walked in blocks of SIGMA_MATMUL_KC terms: within a block, each 8- or 32-column panel of B
+// (KC rows, 16-64 KB) stays in L1/L2 while every row block of A passes over it, and the rows of A stay in L2 across
+// panels. Without it a long k (the one-hot embedding: k = 50257) streamed all of B, from DRAM and with a TLB miss
+// per row, once per 4 rows of A (0.35 GMAC/s on one core here, 1.5 with the blocks). Up to a few thousand terms the
+// unblocked loop is faster (the B panel of the whole k stays in L2, and C is written once): measured 2.8 against
+// 1.6 GMAC/s for 128×768×3072, so only longer sums are blocked.
+#define SIGMA_MATMUL_KC 256
+#define SIGMA_MATMUL_BLOCK_FROM 4096
+
 void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
                        size_t n, size_t row_begin, size_t row_end) {
     if (!sigma_matmul_supported(kernel)) kernel = sigma_matmul_best();
+    if (k == 0) {
+        for (size_t i = row_begin; i < row_end; i++) memset(c + i * n, 0, n * sizeof(uint64_t));
+        return;
+    }
+    size_t block = k > SIGMA_MATMUL_BLOCK_FROM ? SIGMA_MATMUL_KC : k;
+    for (size_t k0 = 0; k0 < k; k0 += block) {
+        size_t kc = k - k0 < block ? k - k0 : block;
+        int accumulate = k0 > 0;
 #if defined(__x86_64__)
-    if (kernel == SIGMA_MATMUL_AVX512) {
-        avx512_rows(a, b, c, k, n, row_begin, row_end);
-        return;
-    }
-    if (kernel == SIGMA_MATMUL_AVX2) {
-        avx2_rows(a, b, c, k, n, row_begin, row_end);
-        return;
-    }
+        if (kernel == SIGMA_MATMUL_AVX512) {
+            avx512_rows(a + k0, k, b + k0 * n, c, kc, n, row_begin, row_end, accumulate);
+            continue;
+        }
+        if (kernel == SIGMA_MATMUL_AVX2) {
+            avx2_rows(a + k0, k, b + k0 * n, c, kc, n, row_begin, row_end, accumulate);
+            continue;
+        }
 #endif
-    scalar_rows(a, b, c, k, n, row_begin, row_end, 0);
+        scalar_rows(a + k0, k, b + k0 * n, c, kc, n, row_begin, row_end, 0, accumulate);
+    }
 }
