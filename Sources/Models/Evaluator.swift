@@ -40,6 +40,8 @@ public struct WeightVector: Sendable {
 /// and each party all run the same model code through an `Evaluator`.
 public protocol Evaluator {
     associatedtype Tensor
+    /// A table of the server's [rows × width] (embeddings, an output layer), as this evaluator holds it.
+    associatedtype Table
     /// The client's input, rows × columns.
     func clientInput(_ values: [Double]?, rows: Int, columns: Int) throws -> Tensor
     /// x·W + b for x of `rows` rows.
@@ -49,13 +51,13 @@ public protocol Evaluator {
     func output(_ x: Tensor) throws -> [Double]?
     /// Token embeddings of the client's ids (`count` tokens) from the server's table [vocabulary × width]; the
     /// returned table tensor can serve again as a tied output layer.
-    func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (embedded: Tensor, table: Tensor)
-    /// A [rows × width] table of the server's, as a tensor (an untied output layer).
-    func serverTable(_ table: WeightVector, width: Int) throws -> Tensor
+    func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (embedded: Tensor, table: Table)
+    /// A [rows × width] table of the server's (an untied output layer).
+    func serverTable(_ table: WeightVector, width: Int) throws -> Table
     /// x + the server's rows (`rows` × width), such as learned position embeddings.
     func addServerRows(_ x: Tensor, _ rows: WeightVector, width: Int) throws -> Tensor
     /// x · tableᵀ for a [vocabulary × width] table tensor from `embed` (a tied output layer).
-    func logits(_ x: Tensor, table: Tensor, rows: Int, width: Int, vocabulary: Int) throws -> Tensor
+    func logits(_ x: Tensor, table: Table, rows: Int, width: Int, vocabulary: Int) throws -> Tensor
     func add(_ x: Tensor, _ y: Tensor) -> Tensor
     /// x ⊙ y, at the model's scale.
     func multiply(_ x: Tensor, _ y: Tensor) throws -> Tensor

@@ -141,9 +141,10 @@ extension RingEvaluator {
     }
 
     /// The client's tokens as one-hot rows (integers, scale 0) times the server's table (scale f): the product is
-    /// at scale f with no truncation, and neither party sees a token id or a weight.
+    /// at scale f with no truncation, and neither party sees a token id or a weight. The table is masked once
+    /// (`maskServerWeights`) and serves again, transposed, as a tied output layer.
     public func embed(_ ids: [Int]?, count: Int, table: WeightVector, width: Int) throws -> (
-        embedded: RingTensor, table: RingTensor
+        embedded: RingTensor, table: MaskedServerWeights
     ) {
         backend.enterLayer(.embedding)
         let vocabulary = table.count / width
@@ -153,28 +154,27 @@ extension RingEvaluator {
             return words
         }
         let tokens = try backend.inputFromClient(oneHot, shape: [count, vocabulary], ring: ring)
-        let weights = try serverInput(table.values, count: table.count)
-        let embedded = try backend.matmul(tokens, weights, m: count, k: vocabulary, n: width, batch: 1)
+        let weights = try serverTable(table, width: width)
+        let embedded = try backend.matmulMaskedWeights(tokens, weights, m: count, k: vocabulary, n: width)
         return (embedded, weights)
     }
 
-    public func serverTable(_ table: WeightVector, width: Int) throws -> RingTensor {
+    public func serverTable(_ table: WeightVector, width: Int) throws -> MaskedServerWeights {
         backend.enterLayer(.embedding)
-        return try serverInput(table.values, count: table.count)
+        return try backend.maskServerWeights(
+            table.values.map { ring.encode($0) }, count: table.count, ring: ring)
     }
 
     public func addServerRows(_ x: RingTensor, _ rows: WeightVector, width: Int) throws -> RingTensor {
         backend.add(x, try serverInput(rows.values.map { Array($0.prefix(x.count)) }, count: x.count, shape: x.shape))
     }
 
-    public func logits(_ x: RingTensor, table: RingTensor, rows: Int, width: Int, vocabulary: Int) throws -> RingTensor
+    public func logits(_ x: RingTensor, table: MaskedServerWeights, rows: Int, width: Int, vocabulary: Int) throws
+        -> RingTensor
     {
         backend.enterLayer(.lmHead)
-        // The table's transpose is local: masks transpose with the values.
-        let transposed = (0..<(width * vocabulary)).map { table.values[($0 % vocabulary) * width + $0 / vocabulary] }
-        let product = try backend.matmul(
-            x, RingTensor(ring: ring, shape: [width, vocabulary], values: transposed), m: rows, k: width, n: vocabulary,
-            batch: 1)
+        let product = try backend.matmulMaskedWeights(
+            x, table.transposed(rows: vocabulary, columns: width), m: rows, k: width, n: vocabulary)
         return try truncate(product)
     }
 

@@ -20,6 +20,7 @@ import Protocols
 public final class RangeEvaluator: Evaluator {
     /// A bound on |x| per column, valid for every row.
     public typealias Tensor = [Double]
+    public typealias Table = [Double]
 
     /// The largest bound of any truncated product, in real units.
     public private(set) var largestProduct = 0.0

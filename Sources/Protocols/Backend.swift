@@ -40,6 +40,12 @@ public protocol RingBackend: AnyObject {
     /// X[m×k] · W[k×n] for the server's own weights W (`weights` on the server and the cleartext backend, nil
     /// elsewhere): Ŵ goes to the client and one reveal follows; no shares of the weight mask in the keys.
     func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor
+    /// Ŵ = W + R_W for the server's weights W (`weights` on the server and the cleartext backend, nil elsewhere):
+    /// the server sends Ŵ to the client once; products with it (`matmulMaskedWeights`) then need no weight-mask
+    /// shares in the keys, however often the weights are used (a tied embedding table and output layer).
+    func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights
+    /// X[m×k] · W[k×n] for weights masked by `maskServerWeights`: one reveal.
+    func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws -> RingTensor
     /// x ⊙ y elementwise, one reveal (the result has scale 2f; truncate afterwards).
     func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor
     /// TR_{n,f}: the top n − f bits of x (logical), as an (n−f)-bit value.

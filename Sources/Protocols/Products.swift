@@ -86,54 +86,115 @@ extension PartyContext {
 
 private let serverMatmulTag = GateTag("MATS")
 
+/// The server's weights as each backend holds them after `maskServerWeights`.
+public struct MaskedServerWeights: Sendable {
+    /// Ŵ = W + R_W on both parties, R_W on the dealer, W on the cleartext backend.
+    public let shared: [UInt64]
+    /// W on the server and the cleartext backend; nil on the client and the dealer.
+    public let own: [UInt64]?
+
+    public init(shared: [UInt64], own: [UInt64]?) {
+        self.shared = shared
+        self.own = own
+    }
+
+    /// The same weights transposed (rows × columns → columns × rows): masks transpose with the values, so this is
+    /// local on every backend.
+    public func transposed(rows: Int, columns: Int) -> MaskedServerWeights {
+        func transpose(_ values: [UInt64]) -> [UInt64] {
+            precondition(values.count == rows * columns)
+            var out = [UInt64](repeating: 0, count: values.count)
+            values.withUnsafeBufferPointer { source in
+                out.withUnsafeMutableBufferPointer { target in
+                    // Blocks of 64 × 64 keep both sides in cache.
+                    for r0 in stride(from: 0, to: rows, by: 64) {
+                        for c0 in stride(from: 0, to: columns, by: 64) {
+                            for r in r0..<min(r0 + 64, rows) {
+                                for c in c0..<min(c0 + 64, columns) { target[c * rows + r] = source[r * columns + c] }
+                            }
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        return MaskedServerWeights(shared: transpose(shared), own: own.map(transpose))
+    }
+}
+
+private let maskWeightsTag = GateTag("MSKW")
+
 extension Cleartext {
-    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
-        guard let weights else { throw ProtocolError.missingInput("the server's weights") }
-        return RingTensor(
-            ring: x.ring, shape: [m, n], values: RingMatrix.multiply(x.values, weights, m: m, k: k, n: n))
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        guard let weights, weights.count == count else { throw ProtocolError.missingInput("the server's weights") }
+        return MaskedServerWeights(shared: weights, own: weights)
+    }
+
+    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
+        -> RingTensor
+    {
+        RingTensor(ring: x.ring, shape: [m, n], values: RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n))
     }
 }
 
 extension Dealer {
-    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        try beginGate(maskWeightsTag, count: count)
+        let weightMask = randomWords(count, ring: ring)
+        try p0.words(weightMask, bits: ring.bitwidth)
+        return MaskedServerWeights(shared: weightMask, own: nil)
+    }
+
+    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
+        -> RingTensor
+    {
         let ring = x.ring
         try beginGate(serverMatmulTag, count: m * n)
-        let weightMask = randomWords(k * n, ring: ring)
-        try p0.words(weightMask, bits: ring.bitwidth)
         let outputMask = randomWords(m * n, ring: ring)
         try share(x.values, bits: ring.bitwidth)
-        let product = RingMatrix.multiply(x.values, weightMask, m: m, k: k, n: n)
+        let product = RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n)
         try share(zip(product, outputMask).map { ($0 &+ $1) & ring.mask }, bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: [m, n], values: outputMask)
     }
 }
 
 extension PartyContext {
-    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        let bits = ring.bitwidth
+        try keys.expectGate(maskWeightsTag, count: count)
+        guard leads else {
+            let message = try channel.receive()
+            guard let received = BitPacking.unpack(message[...], count: count, bits: bits) else {
+                throw ProtocolError.malformedMessage(
+                    expected: BitPacking.byteCount(count: count, bits: bits), received: message.count)
+            }
+            return MaskedServerWeights(shared: received, own: nil)
+        }
+        guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
+        let weightMask = try keys.words(count, bits: bits)
+        let masked = zip(weights, weightMask).map { ($0 &+ $1) & ring.mask }
+        try channel.send(BitPacking.pack(masked, bits: bits))
+        return MaskedServerWeights(shared: masked, own: weights)
+    }
+
+    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
+        -> RingTensor
+    {
         let ring = x.ring
         let bits = ring.bitwidth
         try keys.expectGate(serverMatmulTag, count: m * n)
-        let maskedWeights: [UInt64]
-        var own: [UInt64]?
-        if leads {
-            guard let weights, weights.count == k * n else { throw ProtocolError.missingInput("\(k * n) weights") }
-            let weightMask = try keys.words(k * n, bits: bits)
-            maskedWeights = zip(weights, weightMask).map { ($0 &+ $1) & ring.mask }
-            try channel.send(BitPacking.pack(maskedWeights, bits: bits))
-            own = weights
-        } else {
-            let message = try channel.receive()
-            guard let received = BitPacking.unpack(message[...], count: k * n, bits: bits) else {
-                throw ProtocolError.malformedMessage(
-                    expected: BitPacking.byteCount(count: k * n, bits: bits), received: message.count)
-            }
-            maskedWeights = received
-        }
         let maskShares = try keys.words(x.count, bits: bits)
         let c = try keys.words(m * n, bits: bits)
-        let masked = RingMatrix.multiply(maskShares, maskedWeights, m: m, k: k, n: n)
-        let direct = own.map { RingMatrix.multiply(x.values, $0, m: m, k: k, n: n) }
+        let masked = RingMatrix.multiply(maskShares, w.shared, m: m, k: k, n: n)
+        let direct = w.own.map { RingMatrix.multiply(x.values, $0, m: m, k: k, n: n) }
         let share = (0..<(m * n)).map { i in ((direct?[i] ?? 0) &- masked[i] &+ c[i]) & ring.mask }
         return RingTensor(ring: ring, shape: [m, n], values: try reconstruct(share, bits: bits))
+    }
+}
+
+extension RingBackend {
+    /// X[m×k] · W[k×n] for the server's own weights W: `maskServerWeights`, then `matmulMaskedWeights`.
+    public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
+        try matmulMaskedWeights(x, try maskServerWeights(weights, count: k * n, ring: x.ring), m: m, k: k, n: n)
     }
 }

@@ -90,6 +90,7 @@ struct DecoderTests {
 /// The float reference, recording the largest |value| of every product that fixed point truncates.
 final class ProductRecorder: Evaluator {
     typealias Tensor = [Double]
+    typealias Table = [Double]
     let float = FloatEvaluator()
     var largest = 0.0
     func record(_ x: [Double]) -> [Double] {

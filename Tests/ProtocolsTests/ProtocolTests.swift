@@ -232,4 +232,36 @@ struct ServerWeightTests {
         #expect(runs.secure == runs.clear.values)
         #expect(runs.p0Statistics.rounds == 3)  // the client's input, Ŵ, the reveal
     }
+
+    @Test(
+        "masked once, the weights serve two products, one of them transposed (a tied embedding and output layer)",
+        arguments: [37, 50])
+    func reusedWeights(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 13)
+        let (rows, width, vocabulary) = (3, 7, 11)
+        let oneHot = values.signed(rows * vocabulary, magnitudeBits: 2, ring: ring)
+        let hidden = values.signed(2 * width, magnitudeBits: bits - 2, ring: ring)
+        let table = values.signed(vocabulary * width, magnitudeBits: bits - 2, ring: ring)
+        let runs = try runEverywhere { b -> RingTensor in
+            let isServer = (b as? PartyContext)?.party == .p0 || b is Cleartext
+            let weights = try b.maskServerWeights(isServer ? table : nil, count: table.count, ring: ring)
+            let embedded = try b.matmulMaskedWeights(
+                try b.inputFromClient(oneHot, shape: [rows, vocabulary], ring: ring), weights, m: rows, k: vocabulary,
+                n: width)
+            let logits = try b.matmulMaskedWeights(
+                try b.inputFromClient(hidden, shape: [2, width], ring: ring),
+                weights.transposed(rows: vocabulary, columns: width), m: 2, k: width, n: vocabulary)
+            return RingTensor(
+                ring: ring, shape: [embedded.count + logits.count], values: embedded.values + logits.values)
+        }
+        let transposed = (0..<(width * vocabulary)).map { table[($0 % vocabulary) * width + $0 / vocabulary] }
+        let expected =
+            RingMatrix.multiply(oneHot, table, m: rows, k: vocabulary, n: width)
+            + RingMatrix.multiply(hidden, transposed, m: 2, k: width, n: vocabulary)
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == expected.map { $0 & ring.mask })
+        #expect(runs.clear.values == runs.secure)
+        #expect(runs.p0Statistics.rounds == 5)  // Ŵ once, two client inputs, two reveals
+    }
 }
