@@ -8,7 +8,8 @@ import Ring
 /// prompt of a given (public) length.
 enum Job {
     case mlp
-    case decoder(folder: String, tokens: Int, bits: Int?, truncation: ProductTruncation)
+    /// `blocks`: run only the first blocks of a named shape (a slice of a model too large for this machine).
+    case decoder(folder: String, tokens: Int, bits: Int?, truncation: ProductTruncation, blocks: Int?)
 
     /// Whether the model embeds text (BERT) rather than generating it.
     var isEncoder: Bool { (try? config())??.architecture == .bert }
@@ -22,15 +23,19 @@ enum Job {
             guard let choice = ProductTruncation(rawValue: name) else { fail("--truncation must be gap or faithful") }
             return choice
         }
+        if options.string("--blocks") != nil && FileManager.default.fileExists(atPath: folder) {
+            fail("--blocks applies to the named shapes (random weights), not to a model folder")
+        }
         self = .decoder(
             folder: folder, tokens: options.integer("--tokens", default: 0, range: 0...1_000_000),
             bits: options.string("--bits").map { _ in options.integer("--bits", default: 50, range: 32...64) },
-            truncation: truncation ?? .gap)
+            truncation: truncation ?? .gap,
+            blocks: options.string("--blocks").map { _ in options.integer("--blocks", default: 1, range: 1...1024) })
     }
 
     /// The ring: the reference's bitwidth for the architecture (GPT-2 50, GPT-Neo 51, Llama 48, BERT 50), f = 12.
     func ring(_ config: TransformerConfig?) -> Ring {
-        guard case .decoder(_, _, let bits, _) = self, let config else { return MLP.demo().ring }
+        guard case .decoder(_, _, let bits, _, _) = self, let config else { return MLP.demo().ring }
         // SIGMA §2: BERT-tiny 37 bits, BERT-base/large and GPT-2 50, GPT-Neo 51, Llama2 48.
         let tiny = config.architecture == .bert && config.hidden <= 128 && config.layers <= 2
         let standard =
@@ -42,21 +47,22 @@ enum Job {
 
     /// A named shape (bert-tiny … llama2-13b) when no folder of that name exists: random weights on the server.
     var preset: TransformerConfig? {
-        guard case .decoder(let folder, _, _, _) = self, !FileManager.default.fileExists(atPath: folder) else {
-            return nil
-        }
-        return TransformerConfig.named[folder]
+        guard case .decoder(let folder, _, _, _, let blocks) = self, !FileManager.default.fileExists(atPath: folder),
+            var config = TransformerConfig.named[folder]
+        else { return nil }
+        if let blocks { config.layers = min(blocks, config.layers) }
+        return config
     }
 
     func config() throws -> TransformerConfig? {
-        guard case .decoder(let folder, _, _, _) = self else { return nil }
+        guard case .decoder(let folder, _, _, _, _) = self else { return nil }
         if let preset { return preset }
         return try TransformerConfig(folder: folder)
     }
 
     /// A 32-byte name of the computation, compared by both parties before anything secret moves.
     func fingerprint() throws -> [UInt8] {
-        guard case .decoder(_, let tokens, _, let truncation) = self, let config = try config() else {
+        guard case .decoder(_, let tokens, _, let truncation, _) = self, let config = try config() else {
             return MLP.demo().fingerprint
         }
         let ring = ring(config)
@@ -69,7 +75,7 @@ enum Job {
 
     /// Checks the client's input before anything connects: the keys' length, whole token ids inside the vocabulary.
     func validate(input: [Double]) throws {
-        guard case .decoder(_, let tokens, _, _) = self, let config = try config() else { return }
+        guard case .decoder(_, let tokens, _, _, _) = self, let config = try config() else { return }
         guard input.count == tokens else {
             throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
         }
@@ -87,7 +93,7 @@ enum Job {
         case .mlp:
             let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
             return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
-        case .decoder(let folder, let tokens, _, let truncation):
+        case .decoder(let folder, let tokens, _, let truncation, _):
             guard let config = try config() else { throw RoleError("no model \(folder)") }
             let ring = ring(config)
             guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
@@ -118,7 +124,7 @@ extension Job {
     /// The server, the only one who knows the weights, checks before serving that GapARS is exact for them: a
     /// checkpoint whose products could leave the gap is refused rather than computed wrongly.
     func requireCertifiedTruncation() throws {
-        guard case .decoder(_, _, _, .gap) = self else { return }
+        guard case .decoder(_, _, _, .gap, _) = self else { return }
         let (certificate, ring) = try certificate()
         guard certificate.allowsGap(bitwidth: ring.bitwidth) else {
             throw RoleError(
@@ -143,7 +149,7 @@ extension Job {
 
     /// `sigma check-ranges`: the range certificate of the job's model (the server's weights).
     func certificate() throws -> (RangeCertificate, Ring) {
-        guard case .decoder(let folder, _, _, _) = self, let config = try config() else {
+        guard case .decoder(let folder, _, _, _, _) = self, let config = try config() else {
             throw RoleError("check-ranges needs --model")
         }
         let ring = ring(config)

@@ -1,5 +1,6 @@
 import Foundation
 import Models
+import Protocols
 import SigmaBench
 
 /// `sigma bench model --model NAME --seq L [--json] [--report DIR]`: dealer, server and client as three processes on this machine
@@ -22,6 +23,7 @@ enum ModelBench {
         let job =
             ["--model", model, "--tokens", String(seq)] + (options.string("--bits").map { ["--bits", $0] } ?? [])
             + (try Job.truncationArguments(options))
+            + (options.string("--blocks").map { ["--blocks", $0] } ?? [])
         var state: UInt64 = 42
         let ids = (0..<seq).map { _ -> Int in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -36,7 +38,7 @@ enum ModelBench {
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )
         let parts = ModelReport.parts(client: clientStats, dealer: dealerStats)
-        let result = JSONValue.object([
+        var fields: [(String, JSONValue)] = [
             ("model", .string(model)), ("seq", .integer(seq)),
             ("ring", .string("n=\(options.string("--bits") ?? "the reference's for this model") f=12")),
             ("transport", .string(clientStats["transport"] as? String ?? "")),
@@ -66,11 +68,39 @@ enum ModelBench {
                     ("client", .integer(clientStats["peak_rss_bytes"] as? Int ?? 0)),
                 ])
             ),
-        ])
+        ]
+        if let blocks = options.string("--blocks").flatMap(Int.init), blocks < config.layers {
+            fields += extrapolation(parts: parts, measuredBlocks: blocks, allBlocks: config.layers)
+        }
+        let result = JSONValue.object(fields)
         if let report = options.string("--report") {
             try ModelReport.write(result, parts: parts, title: "sigma bench model: \(model), \(seq) tokens", to: report)
             printError("bench model: wrote \(report)/report.json, report.md and breakdown.svg")
         }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench model"))
+    }
+
+    /// Whole-model figures from a run of the first blocks: the per-block parts (everything but the embedding, the
+    /// LM head and the output) scaled to all blocks, the rest as measured. Labelled as extrapolated.
+    static func extrapolation(parts: [ModelReport.Part], measuredBlocks: Int, allBlocks: Int) -> [(String, JSONValue)] {
+        let once: Set<String> = [LayerKind.embedding.rawValue, LayerKind.lmHead.rawValue, LayerKind.output.rawValue]
+        let factor = Double(allBlocks) / Double(measuredBlocks)
+        func scaled(_ value: (ModelReport.Part) -> Double) -> Double {
+            parts.reduce(0) { $0 + value($1) * (once.contains($1.name) ? 1 : factor) }
+        }
+        return [
+            ("blocks_measured", .integer(measuredBlocks)), ("blocks_in_model", .integer(allBlocks)),
+            (
+                "extrapolated_to_all_blocks",
+                .object([
+                    ("online_seconds", .number(scaled { $0.seconds })),
+                    ("key_bytes_server", .integer(Int(scaled { Double($0.keyBytes.server) }))),
+                    ("key_bytes_client", .integer(Int(scaled { Double($0.keyBytes.client) }))),
+                    ("client_sent", .integer(Int(scaled { Double($0.bytesSent) }))),
+                    ("client_received", .integer(Int(scaled { Double($0.bytesReceived) }))),
+                    ("rounds", .integer(Int(scaled { Double($0.rounds) }))),
+                ])
+            ),
+        ]
     }
 }

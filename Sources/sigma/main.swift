@@ -31,7 +31,7 @@ let usage = """
                                     demo, run and bench model make a fresh deployment's credentials themselves)
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
-      bench model --model NAME|DIR [--seq L] [--bits n] [--json] [--report DIR]
+      bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
@@ -50,7 +50,9 @@ do {
     case "demo", "run":
         let options = Options(
             arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
-            values: ["--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--truncation", "--text"])
+            values: [
+                "--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--truncation", "--blocks", "--text",
+            ])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
     case "relay":
         let options = Options(arguments.dropFirst(), flags: [], values: ["--listen", "--to", "--delay-ms"])
@@ -76,14 +78,14 @@ do {
         try Roles.dealer(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
-                values: ["--keys", "--model", "--tokens", "--bits", "--truncation", "--credentials"]))
+                values: ["--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials"]))
     case "server":
         try Roles.server(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
                     "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
-                    "--credentials",
+                    "--blocks", "--credentials",
                 ]))
     case "client":
         try Roles.client(
@@ -91,14 +93,13 @@ do {
                 arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
-                    "--truncation",
-                    "--credentials",
+                    "--truncation", "--blocks", "--credentials",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
             Options(
                 arguments[2...], flags: ["--json", "--insecure-transport"],
-                values: ["--model", "--seq", "--bits", "--truncation", "--report"]))
+                values: ["--model", "--seq", "--bits", "--truncation", "--blocks", "--report"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
         let result = try LayerBenchmark.run { printError($0) }

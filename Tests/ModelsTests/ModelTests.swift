@@ -250,4 +250,22 @@ struct ModelTests {
         let (status, _, errors) = try sigma(client + ["--ids", "1,2,3,4", "--timeout", "1"])
         #expect(status != 0 && errors.contains("could not connect"), "\(errors)")
     }
+
+    @Test("bench model runs the first blocks of a named shape and labels the whole-model figures as extrapolated")
+    func benchBlocks() throws {
+        let (status, output, errors) = try sigma([
+            "bench", "model", "--model", "bert-tiny", "--seq", "8", "--blocks", "1", "--json",
+        ])
+        #expect(status == 0, "\(errors)")
+        let report = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+        #expect(report?["blocks_measured"] as? Int == 1 && report?["blocks_in_model"] as? Int == 2)
+        let whole = report?["extrapolated_to_all_blocks"] as? [String: Any]
+        let measuredRounds = report?["rounds"] as? Int ?? 0
+        let wholeRounds = whole?["rounds"] as? Int ?? 0
+        // One block of two: the per-block rounds double, the embedding's and the output's do not.
+        #expect(wholeRounds > measuredRounds && wholeRounds < 2 * measuredRounds, "\(measuredRounds) → \(wholeRounds)")
+        let folder = fixtures.appendingPathComponent("models/gpt2-tiny").path
+        let refused = try sigma(["bench", "model", "--model", folder, "--blocks", "1"])
+        #expect(refused.0 != 0 && refused.2.contains("--blocks applies to the named shapes"))
+    }
 }
