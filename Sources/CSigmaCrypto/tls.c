@@ -193,15 +193,16 @@ fail:
     return NULL;
 }
 
-int sigma_tls_write_all(sigma_tls *tls, const void *bytes, size_t length, int timeout_ms) {
-    const char *cursor = bytes;
+// Moves all `length` bytes in one direction. Each SSL call is made under the lock and returns at once (the socket is
+// non-blocking); waiting happens outside it. The timeout bounds silence, not a whole large message.
+static int transfer(sigma_tls *tls, char *cursor, size_t length, int timeout_ms, int writing) {
     long long deadline = now_ms() + timeout_ms;
     while (length > 0) {
         int piece = length > (1 << 30) ? (1 << 30) : (int)length;
         pthread_mutex_lock(&tls->lock);
-        int result = SSL_write(tls->ssl, cursor, piece);
+        int result = writing ? SSL_write(tls->ssl, cursor, piece) : SSL_read(tls->ssl, cursor, piece);
         short events = 0;
-        int status = result > 0 ? SIGMA_TLS_OK : classify(tls, result, &events, "TLS write");
+        int status = result > 0 ? SIGMA_TLS_OK : classify(tls, result, &events, writing ? "TLS write" : "TLS read");
         pthread_mutex_unlock(&tls->lock);
         if (result > 0) {
             cursor += result;
@@ -216,27 +217,12 @@ int sigma_tls_write_all(sigma_tls *tls, const void *bytes, size_t length, int ti
     return SIGMA_TLS_OK;
 }
 
+int sigma_tls_write_all(sigma_tls *tls, const void *bytes, size_t length, int timeout_ms) {
+    return transfer(tls, (char *)bytes, length, timeout_ms, 1);  // SSL_write only reads the buffer
+}
+
 int sigma_tls_read_all(sigma_tls *tls, void *bytes, size_t length, int timeout_ms) {
-    char *cursor = bytes;
-    long long deadline = now_ms() + timeout_ms;
-    while (length > 0) {
-        int piece = length > (1 << 30) ? (1 << 30) : (int)length;
-        pthread_mutex_lock(&tls->lock);
-        int result = SSL_read(tls->ssl, cursor, piece);
-        short events = 0;
-        int status = result > 0 ? SIGMA_TLS_OK : classify(tls, result, &events, "TLS read");
-        pthread_mutex_unlock(&tls->lock);
-        if (result > 0) {
-            cursor += result;
-            length -= (size_t)result;
-            deadline = now_ms() + timeout_ms;  // the timeout bounds silence, not a whole large message
-            continue;
-        }
-        if (status != 0) return status;
-        status = wait_for(tls, events, deadline);
-        if (status != SIGMA_TLS_OK) return status;
-    }
-    return SIGMA_TLS_OK;
+    return transfer(tls, bytes, length, timeout_ms, 0);
 }
 
 const char *sigma_tls_error(const sigma_tls *tls) { return tls->error; }
