@@ -26,6 +26,20 @@ public struct SecureRandom: ~Copyable {
         cipher = AES128(key: key)
     }
 
+    /// The generator that a 16-byte `seed` keys (AES-128 in counter mode). The dealer draws the seed from its own
+    /// CSPRNG stream and gives it to a party, which then expands the same values: a party's copy of a long run of
+    /// dealer randomness (a weight mask) costs 16 bytes of key instead of the whole run.
+    public init(expanding seed: [UInt8]) {
+        precondition(seed.count == 16, "seeds are 16 bytes")
+        cipher = AES128(key: seed)
+    }
+
+    /// 16 bytes for `init(expanding:)`.
+    public mutating func seed() -> [UInt8] {
+        let block = nextBlock()
+        return (0..<16).map { UInt8(truncatingIfNeeded: (($0 < 8 ? block.lo : block.hi) >> UInt64(8 * ($0 % 8)))) }
+    }
+
     /// An independent generator keyed from this one's stream.
     public mutating func split() -> SecureRandom {
         let keyBlock = nextBlock()

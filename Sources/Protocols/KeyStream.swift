@@ -65,6 +65,9 @@ public final class KeyStreamWriter {
 
     /// A batch of DPF keys in their encoding.
     public func dpf(_ keys: DPFKeys) throws { try emit(keys.encoded) }
+
+    /// A seed for `SecureRandom(expanding:)`.
+    public func seed(_ seed: [UInt8]) throws { try emit(seed) }
 }
 
 /// A four-character gate tag.
@@ -148,6 +151,9 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
         }
         return values
     }
+
+    /// A seed written by `KeyStreamWriter.seed`.
+    public func seed() throws(KeyStreamError) -> [UInt8] { Array(try take(16)) }
 
     public func bits(_ count: Int) throws(KeyStreamError) -> [UInt8] {
         try words(count, bits: 1).map { UInt8($0) }

@@ -264,4 +264,17 @@ struct ServerWeightTests {
         #expect(runs.clear.values == runs.secure)
         #expect(runs.p0Statistics.rounds == 5)  // Ŵ once, two client inputs, two reveals
     }
+
+    @Test("the weight mask costs the server's keys a 16-byte seed and the client's nothing, whatever the size")
+    func weightMaskKeys() throws {
+        let ring = Ring(bitwidth: 50)
+        let (sink0, sink1) = (MemoryKeySink(), MemoryKeySink())
+        let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 5))
+        let masks = try dealer.maskServerWeights(nil, count: 100_000, ring: ring)
+        #expect(sink0.bytes.count == 12 + 16 && sink1.bytes.count == 12)  // the gate marker, the seed
+        #expect(Set(masks.shared).count > 99_000 && masks.shared.allSatisfy { $0 <= ring.mask })
+        // The server expands the same mask from its seed.
+        var expander = SecureRandom(expanding: Array(sink0.bytes[12...]))
+        #expect(expander.values(100_000, bits: 50) == masks.shared)
+    }
 }
