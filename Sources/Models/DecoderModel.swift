@@ -99,7 +99,7 @@ public struct DecoderModel: Sendable {
 
     /// Bounds every truncated product of this checkpoint over all prompts (`RangeEvaluator`): whether GapARS is exact.
     public func rangeCertificate(scale: Int) throws -> RangeCertificate {
-        let bounds = RangeEvaluator()
+        let bounds = RangeEvaluator(scale: scale)
         _ = try lastLogits(bounds, ids: nil, count: config.positions)
         return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
     }

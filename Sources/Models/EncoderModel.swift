@@ -38,7 +38,7 @@ public struct EncoderModel: Sendable {
 
     /// Bounds every truncated product of this checkpoint over all texts (`RangeEvaluator`): whether GapARS is exact.
     public func rangeCertificate(scale: Int) throws -> RangeCertificate {
-        let bounds = RangeEvaluator()
+        let bounds = RangeEvaluator(scale: scale)
         _ = try pooledEmbedding(bounds, ids: nil, count: config.positions)
         return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
     }

@@ -193,7 +193,8 @@ extension RingEvaluator {
         backend.enterLayer(.norm)
         return try backend.layerNorm(
             x, rowLength: width, gamma: try serverInput(gamma.values, count: width),
-            beta: try serverInput(beta.values, count: width, scale: doubled), epsilon: epsilon)
+            beta: try serverInput(beta.values, count: width, scale: doubled), epsilon: epsilon,
+            gapMean: truncation == .gap)
     }
 
     public func rmsNorm(_ x: RingTensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> RingTensor {

@@ -26,8 +26,13 @@ public final class RangeEvaluator: Evaluator {
     public private(set) var largestProduct = 0.0
     /// A bound on the client's direct input (`clientInput`, the MLP), which token models do not use.
     let inputBound: Double
+    /// The fixed-point scale f (for truncations of scale-f values, such as LayerNorm's row sums).
+    let scale: Int
 
-    public init(inputBound: Double = 1) { self.inputBound = inputBound }
+    public init(scale: Int, inputBound: Double = 1) {
+        self.scale = scale
+        self.inputBound = inputBound
+    }
 
     func record(_ bounds: [Double]) { largestProduct = max(largestProduct, bounds.max() ?? 0) }
 
@@ -92,6 +97,10 @@ public final class RangeEvaluator: Evaluator {
     public func layerNorm(_ x: Tensor, width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws
         -> Tensor
     {
+        // The mean's truncated value: Σx at scale f (a shift by log2 k) or Σx·⌊2^f/k⌋ at scale 2f; in the units of
+        // a scale-2f product, k·max|x|/2^f or max|x|.
+        let largest = x.max() ?? 0
+        record([width & (width - 1) == 0 ? Double(width) * largest / Double(1 << scale) : largest])
         let root = Double(width).squareRoot() * 1.01
         return zip(try absolute(gamma.values, "γ"), try absolute(beta.values, "β")).map { $0 * root + $1 }
     }

@@ -200,21 +200,24 @@ extension PartyContext {
 extension RingBackend {
     /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by a faithful ARS, z = x − μ, s = Σ z² (revealed per row),
     /// t = 1/√(s/k) from the 13-bit float form, q = GapARS(z·t), then GapARS(q·γ + β) with γ at scale f and β at
-    /// scale 2f. x, γ, β at scale f in n bits.
-    public func layerNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor, epsilon: Double = 0)
-        throws -> RingTensor
-    {
+    /// scale 2f. x, γ, β at scale f in n bits. `gapMean` takes μ by GapARS (2 exchanges instead of 4) where a range
+    /// certificate shows the row sums inside the gap.
+    public func layerNorm(
+        _ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor, epsilon: Double = 0,
+        gapMean: Bool = false
+    ) throws -> RingTensor {
         let ring = x.ring
         let f = ring.scale
         let rows = x.count / k
         var sums = [UInt64](repeating: 0, count: rows)
         for i in 0..<x.count { sums[i / k] &+= x.values[i] }
         let rowSums = RingTensor(ring: ring, shape: [rows], values: sums)
+        let shift = { (x: RingTensor, by: Int) in try gapMean ? self.gapARS(x, by: by) : self.faithfulARS(x, by: by) }
         let mean: RingTensor
         if k & (k - 1) == 0 {
-            mean = try faithfulARS(rowSums, by: k.trailingZeroBitCount)
+            mean = try shift(rowSums, k.trailingZeroBitCount)
         } else {
-            mean = try faithfulARS(multiply(rowSums, byConstant: UInt64((1 << f) / k)), by: f)
+            mean = try shift(multiply(rowSums, byConstant: UInt64((1 << f) / k)), f)
         }
         let z = subtract(x, broadcastRows(mean, rowLength: k))
         return try normalize(z, rowLength: k, gamma: gamma, beta: beta, epsilon: epsilon)

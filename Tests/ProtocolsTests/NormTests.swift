@@ -53,10 +53,14 @@ struct NormTests {
             let xs = try b.inputFromClient(x, shape: [x.count], ring: ring)
             let g = try b.inputFromServer(gamma, shape: [k], ring: ring)
             let bt = try b.inputFromServer(beta, shape: [k], ring: ring)
-            return [try b.layerNorm(xs, rowLength: k, gamma: g, beta: bt), try b.rmsNorm(xs, rowLength: k, gamma: g)]
+            return [
+                try b.layerNorm(xs, rowLength: k, gamma: g, beta: bt), try b.rmsNorm(xs, rowLength: k, gamma: g),
+                try b.layerNorm(xs, rowLength: k, gamma: g, beta: bt, gapMean: true),
+            ]
         }
         #expect(runs.p0 == runs.p1)
-        for i in 0..<2 {
+        #expect(runs.clear[2] == runs.clear[0])  // the mean's GapARS is exact here: same result
+        for i in 0..<3 {
             let secure = zip(runs.p0[i].values, runs.masks[i].values).map { ($0 &- $1) & ring.mask }
             #expect(secure == runs.clear[i].values)
         }
