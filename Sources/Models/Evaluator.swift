@@ -150,17 +150,14 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
 
     public func linear(_ x: RingTensor, _ layer: LinearLayer, rows: Int) throws -> RingTensor {
         backend.enterLayer(.matmul)
-        let product = try backend.matmulServerWeights(
-            x, weights: layer.weights.map { ring.encode($0) }, m: rows, k: layer.inputs, n: layer.outputs)
-        guard layer.hasBias else {
-            backend.enterLayer(.truncation)
-            return try truncate(product)
-        }
-        let b = try backend.inputFromServer(layer.bias.map { doubled.encode($0) }, shape: [layer.outputs], ring: ring)
-        let biasRows = RingTensor(
-            ring: ring, shape: product.shape, values: (0..<product.count).map { b.values[$0 % layer.outputs] })
+        let (k, n) = (layer.inputs, layer.outputs)
+        let weights = try backend.maskServerWeights(layer.weights.map { ring.encode($0) }, count: k * n, ring: ring)
+        // The bias (at scale 2f) joins the server's share of the product: no round, no key.
+        let bias = layer.hasBias ? layer.bias.map { doubled.encode($0) } : nil
+        if layer.hasBias, layer.weights != nil, bias == nil { throw ProtocolError.missingInput("the bias") }
+        let product = try backend.matmulMaskedWeights(x, weights, m: rows, k: k, n: n, bias: bias)
         backend.enterLayer(.truncation)
-        return try truncate(backend.add(product, biasRows))
+        return try truncate(product)
     }
 
     public func relu(_ x: RingTensor) throws -> RingTensor {

@@ -44,8 +44,11 @@ public protocol RingBackend: AnyObject {
     /// the server sends Ŵ to the client once; products with it (`matmulMaskedWeights`) then need no weight-mask
     /// shares in the keys, however often the weights are used (a tied embedding table and output layer).
     func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights
-    /// X[m×k] · W[k×n] for weights masked by `maskServerWeights`: one reveal.
-    func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws -> RingTensor
+    /// X[m×k] · W[k×n] (+ b, the server's bias added to every row) for weights masked by `maskServerWeights`: one
+    /// reveal. The server adds b to its share before the reveal, so a bias costs no round and no key (`bias` on the
+    /// server and the cleartext backend when the layer has one, nil elsewhere).
+    func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?)
+        throws -> RingTensor
     /// x ⊙ y elementwise, one reveal (the result has scale 2f; truncate afterwards).
     func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor
     /// TR_{n,f}: the top n − f bits of x (logical), as an (n−f)-bit value.

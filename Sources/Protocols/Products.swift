@@ -130,10 +130,12 @@ extension Cleartext {
         return MaskedServerWeights(shared: weights, own: weights)
     }
 
-    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
-        -> RingTensor
-    {
-        RingTensor(ring: x.ring, shape: [m, n], values: RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n))
+    public func matmulMaskedWeights(
+        _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
+    ) throws -> RingTensor {
+        var product = RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n)
+        if let bias { for i in product.indices { product[i] = (product[i] &+ bias[i % n]) & x.ring.mask } }
+        return RingTensor(ring: x.ring, shape: [m, n], values: product)
     }
 }
 
@@ -147,9 +149,9 @@ extension Dealer {
         return MaskedServerWeights(shared: expander.values(count, bits: ring.bitwidth), own: nil)
     }
 
-    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
-        -> RingTensor
-    {
+    public func matmulMaskedWeights(
+        _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
+    ) throws -> RingTensor {
         let ring = x.ring
         try beginGate(serverMatmulTag, count: m * n)
         let outputMask = randomWords(m * n, ring: ring)
@@ -180,9 +182,9 @@ extension PartyContext {
         return MaskedServerWeights(shared: masked, own: weights)
     }
 
-    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
-        -> RingTensor
-    {
+    public func matmulMaskedWeights(
+        _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
+    ) throws -> RingTensor {
         let ring = x.ring
         let bits = ring.bitwidth
         try keys.expectGate(serverMatmulTag, count: m * n)
@@ -190,12 +192,22 @@ extension PartyContext {
         let c = try keys.words(m * n, bits: bits)
         let masked = RingMatrix.multiply(maskShares, w.shared, m: m, k: k, n: n)
         let direct = w.own.map { RingMatrix.multiply(x.values, $0, m: m, k: k, n: n) }
-        let share = (0..<(m * n)).map { i in ((direct?[i] ?? 0) &- masked[i] &+ c[i]) & ring.mask }
+        let ownBias = leads ? bias : nil
+        let share = (0..<(m * n)).map { i in
+            ((direct?[i] ?? 0) &+ (ownBias?[i % n] ?? 0) &- masked[i] &+ c[i]) & ring.mask
+        }
         return RingTensor(ring: ring, shape: [m, n], values: try reconstruct(share, bits: bits))
     }
 }
 
 extension RingBackend {
+    /// The same without a bias.
+    public func matmulMaskedWeights(_ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int) throws
+        -> RingTensor
+    {
+        try matmulMaskedWeights(x, w, m: m, k: k, n: n, bias: nil)
+    }
+
     /// X[m×k] · W[k×n] for the server's own weights W: `maskServerWeights`, then `matmulMaskedWeights`.
     public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
         try matmulMaskedWeights(x, try maskServerWeights(weights, count: k * n, ring: x.ring), m: m, k: k, n: n)

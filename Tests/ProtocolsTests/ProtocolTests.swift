@@ -265,6 +265,28 @@ struct ServerWeightTests {
         #expect(runs.p0Statistics.rounds == 5)  // Ŵ once, two client inputs, two reveals
     }
 
+    @Test("a bias joins the server's share of the product: bit-exact, with no round and no key of its own")
+    func biasInShare() throws {
+        let ring = Ring(bitwidth: 50)
+        var values = TestValues(seed: 14)
+        let (m, k, n) = (4, 6, 5)
+        let x = values.signed(m * k, magnitudeBits: 40, ring: ring)
+        let w = values.signed(k * n, magnitudeBits: 40, ring: ring)
+        let bias = values.signed(n, magnitudeBits: 40, ring: ring)
+        let runs = try runEverywhere { b -> RingTensor in
+            let isServer = (b as? PartyContext)?.party == .p0 || b is Cleartext
+            let weights = try b.maskServerWeights(isServer ? w : nil, count: k * n, ring: ring)
+            return try b.matmulMaskedWeights(
+                try b.inputFromClient(x, shape: [m, k], ring: ring), weights, m: m, k: k, n: n,
+                bias: isServer ? bias : nil)
+        }
+        let product = RingMatrix.multiply(x, w, m: m, k: k, n: n)
+        #expect(runs.partiesAgree)
+        #expect(runs.secure == product.indices.map { (product[$0] &+ bias[$0 % n]) & ring.mask })
+        #expect(runs.clear.values == runs.secure)
+        #expect(runs.p0Statistics.rounds == 3)  // the client's input, Ŵ, the reveal: none for the bias
+    }
+
     @Test("the weight mask costs the server's keys a 16-byte seed and the client's nothing, whatever the size")
     func weightMaskKeys() throws {
         let ring = Ring(bitwidth: 50)
