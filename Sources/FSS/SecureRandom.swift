@@ -35,9 +35,13 @@ public struct SecureRandom: ~Copyable {
     }
 
     /// 16 bytes for `init(expanding:)`.
-    public mutating func seed() -> [UInt8] {
-        let block = nextBlock()
-        return (0..<16).map { UInt8(truncatingIfNeeded: (($0 < 8 ? block.lo : block.hi) >> UInt64(8 * ($0 % 8)))) }
+    public mutating func seed() -> [UInt8] { bytes(16) }
+
+    /// `count` pseudorandom bytes (session ids, secrets, seeds).
+    public mutating func bytes(_ count: Int) -> [UInt8] {
+        var result = [UInt8](repeating: 0, count: count)
+        result.withUnsafeMutableBytes { fill($0) }
+        return result
     }
 
     /// An independent generator keyed from this one's stream.

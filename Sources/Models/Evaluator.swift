@@ -137,10 +137,7 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
 
     /// ARS by f of a product at scale 2f.
     func truncate(_ x: RingTensor) throws -> RingTensor {
-        switch truncation {
-        case .gap: try backend.gapARS(x, by: ring.scale)
-        case .faithful: try backend.faithfulARS(x, by: ring.scale)
-        }
+        try backend.arithmeticShift(x, by: ring.scale, gap: truncation == .gap)
     }
 
     public func clientInput(_ values: [Double]?, rows: Int, columns: Int) throws -> RingTensor {

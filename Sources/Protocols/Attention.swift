@@ -41,11 +41,10 @@ extension RingBackend {
     /// scores lie in the gap, see `RangeCertificate`).
     public func scaleScores(_ scores: RingTensor, headDim d: Int, gap: Bool = false) throws -> RingTensor {
         let f = scores.ring.scale
-        let shift = { (x: RingTensor, by: Int) in try gap ? self.gapARS(x, by: by) : self.faithfulARS(x, by: by) }
         let logD = d.trailingZeroBitCount
-        if d & (d - 1) == 0 && logD % 2 == 0 { return try shift(scores, f + logD / 2) }
-        let once = try shift(scores, f)
+        if d & (d - 1) == 0 && logD % 2 == 0 { return try arithmeticShift(scores, by: f + logD / 2, gap: gap) }
+        let once = try arithmeticShift(scores, by: f, gap: gap)
         let factor = UInt64((Double(1 << f) / Double(d).squareRoot()).rounded(.down))
-        return try shift(multiply(once, byConstant: factor), f)
+        return try arithmeticShift(multiply(once, byConstant: factor), by: f, gap: gap)
     }
 }

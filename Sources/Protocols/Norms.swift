@@ -212,12 +212,11 @@ extension RingBackend {
         var sums = [UInt64](repeating: 0, count: rows)
         for i in 0..<x.count { sums[i / k] &+= x.values[i] }
         let rowSums = RingTensor(ring: ring, shape: [rows], values: sums)
-        let shift = { (x: RingTensor, by: Int) in try gapMean ? self.gapARS(x, by: by) : self.faithfulARS(x, by: by) }
         let mean: RingTensor
         if k & (k - 1) == 0 {
-            mean = try shift(rowSums, k.trailingZeroBitCount)
+            mean = try arithmeticShift(rowSums, by: k.trailingZeroBitCount, gap: gapMean)
         } else {
-            mean = try shift(multiply(rowSums, byConstant: UInt64((1 << f) / k)), f)
+            mean = try arithmeticShift(multiply(rowSums, byConstant: UInt64((1 << f) / k)), by: f, gap: gapMean)
         }
         let z = subtract(x, broadcastRows(mean, rowLength: k))
         return try normalize(z, rowLength: k, gamma: gamma, beta: beta, epsilon: epsilon)

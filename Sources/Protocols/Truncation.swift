@@ -135,3 +135,10 @@ extension PartyContext {
         return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: n))
     }
 }
+
+extension RingBackend {
+    /// ARS by f with GapARS when `gap` (the caller knows x is in the gap) and the faithful ARS otherwise.
+    public func arithmeticShift(_ x: RingTensor, by f: Int, gap: Bool) throws -> RingTensor {
+        gap ? try gapARS(x, by: f) : try faithfulARS(x, by: f)
+    }
+}

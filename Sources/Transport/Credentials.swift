@@ -43,13 +43,10 @@ public struct Credentials: Equatable, Sendable {
     /// Fresh credentials for all three roles of one deployment, from the OS CSPRNG.
     public static func generate() -> [Role: Credentials] {
         var random = SecureRandom()
-        func secret(_ count: Int) -> [UInt8] {
-            (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next(bits: 8)) }
-        }
-        let deployment = secret(16)
-        let serverClient = secret(32)
-        let dealerServer = secret(32)
-        let dealerClient = secret(32)
+        let deployment = random.bytes(16)
+        let serverClient = random.bytes(32)
+        let dealerServer = random.bytes(32)
+        let dealerClient = random.bytes(32)
         return [
             .dealer: Credentials(
                 deployment: deployment, role: .dealer, serverClientKey: nil,

@@ -14,8 +14,7 @@ public enum ChannelSecurity: Sendable, CustomStringConvertible {
     /// TLS under a fresh random key, for two endpoints in one process (benchmarks, tests).
     public static func ephemeral() -> ChannelSecurity {
         var random = SecureRandom()
-        let key = (0..<32).map { _ in UInt8(truncatingIfNeeded: random.next(bits: 8)) }
-        return .tls(presharedKey: key, identity: "sigma/1/ephemeral")
+        return .tls(presharedKey: random.bytes(32), identity: "sigma/1/ephemeral")
     }
 
     public var description: String {

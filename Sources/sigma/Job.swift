@@ -87,45 +87,69 @@ enum Job {
         }
     }
 
-    /// Runs the computation on `backend`; `weights` only on the server, `input` only on the client.
-    func run<B: RingBackend>(_ backend: B, party: Party?, input: [Double]?) throws -> [Double]? {
+    /// The job's transformer as `party` holds it: the server's with its weights (a folder, or random weights for a
+    /// named shape), everyone else's with the shapes only; nil for the MLP.
+    func model(for party: Party?) throws -> TokenModel? {
+        guard case .decoder(let folder, _, _, _, _) = self, let config = try config() else { return nil }
+        let server = party == .p0
+        if config.architecture == .bert {
+            return .encoder(
+                !server
+                    ? EncoderModel(shapesOf: config)
+                    : preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder))
+        }
+        return .decoder(
+            !server
+                ? DecoderModel(shapesOf: config)
+                : preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder))
+    }
+
+    /// Runs the computation on `backend`; `weights` only on the server, `input` only on the client. `model`, if
+    /// given, is this party's `model(for:)`, already loaded.
+    func run<B: RingBackend>(_ backend: B, party: Party?, input: [Double]?, model: TokenModel? = nil) throws
+        -> [Double]?
+    {
         switch self {
         case .mlp:
             let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
             return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
         case .decoder(let folder, let tokens, _, let truncation, _):
-            guard let config = try config() else { throw RoleError("no model \(folder)") }
-            let ring = ring(config)
-            guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
-            if let input, input.count != tokens {
-                throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
+            guard let config = try config(), let model = try model ?? self.model(for: party) else {
+                throw RoleError("no model \(folder)")
             }
+            guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
             if let input { try validate(input: input) }
             let ids = input.map { $0.map { Int(exactly: $0) ?? -1 } }
-            if config.architecture == .bert {
-                let model =
-                    party != .p0
-                    ? EncoderModel(shapesOf: config)
-                    : preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder)
-                let evaluator = RingEvaluator(backend, ring: ring, truncation: truncation)
-                return try model.pooledEmbedding(evaluator, ids: ids, count: tokens)
+            let evaluator = RingEvaluator(backend, ring: ring(config), truncation: truncation)
+            switch model {
+            case .encoder(let encoder): return try encoder.pooledEmbedding(evaluator, ids: ids, count: tokens)
+            case .decoder(let decoder): return try decoder.lastLogits(evaluator, ids: ids, count: tokens)
             }
-            let model =
-                party != .p0
-                ? DecoderModel(shapesOf: config)
-                : preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder)
-            return try model.lastLogits(
-                RingEvaluator(backend, ring: ring, truncation: truncation), ids: ids, count: tokens)
+        }
+    }
+}
+
+/// A transformer of either family, as one role holds it.
+enum TokenModel {
+    case decoder(DecoderModel)
+    case encoder(EncoderModel)
+
+    func rangeCertificate(scale: Int) throws -> RangeCertificate {
+        switch self {
+        case .decoder(let model): try model.rangeCertificate(scale: scale)
+        case .encoder(let model): try model.rangeCertificate(scale: scale)
         }
     }
 }
 
 extension Job {
     /// The server, the only one who knows the weights, checks before serving that GapARS is exact for them: a
-    /// checkpoint whose products could leave the gap is refused rather than computed wrongly.
-    func requireCertifiedTruncation() throws {
-        guard case .decoder(_, _, _, .gap, _) = self else { return }
-        let (certificate, ring) = try certificate()
+    /// checkpoint whose products could leave the gap is refused rather than computed wrongly. `model` is the
+    /// server's `model(for: .p0)`.
+    func requireCertifiedTruncation(_ model: TokenModel?) throws {
+        guard case .decoder(_, _, _, .gap, _) = self, let model, let config = try config() else { return }
+        let ring = ring(config)
+        let certificate = try model.rangeCertificate(scale: ring.scale)
         guard certificate.allowsGap(bitwidth: ring.bitwidth) else {
             throw RoleError(
                 "this checkpoint's products can reach \(String(format: "%.3g", certificate.largestProduct)): "
@@ -149,16 +173,10 @@ extension Job {
 
     /// `sigma check-ranges`: the range certificate of the job's model (the server's weights).
     func certificate() throws -> (RangeCertificate, Ring) {
-        guard case .decoder(let folder, _, _, _, _) = self, let config = try config() else {
+        guard let model = try model(for: .p0), let config = try config() else {
             throw RoleError("check-ranges needs --model")
         }
         let ring = ring(config)
-        if config.architecture == .bert {
-            let model =
-                preset != nil ? EncoderModel(config: config, randomWeights: 1) : try EncoderModel(folder: folder)
-            return (try model.rangeCertificate(scale: ring.scale), ring)
-        }
-        let model = preset != nil ? DecoderModel(config: config, randomWeights: 1) : try DecoderModel(folder: folder)
         return (try model.rangeCertificate(scale: ring.scale), ring)
     }
 }

@@ -49,7 +49,7 @@ enum Roles {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let job = Job(options)
         var random = SecureRandom()
-        let session = (0..<16).map { _ in UInt8(truncatingIfNeeded: random.next(bits: 8)) }
+        let session = random.bytes(16)
         let start = DispatchTime.now()
         let files = try [Party.p0, .p1].map { party in
             try KeyFileWriter(
@@ -101,7 +101,9 @@ enum Roles {
     static func server(_ options: Options) throws {
         let job = Job(options)
         let credentials = try credentials(options, as: .server)
-        try job.requireCertifiedTruncation()
+        // Loaded once: checked here, before anything listens, and run below.
+        let model = try job.model(for: .p0)
+        try job.requireCertifiedTruncation(model)
         let keys = try openKeys(options.required("--keys"), party: .p0, job: job, credentials: credentials)
         let listener = try TCPListener(
             host: options.string("--host") ?? "127.0.0.1",
@@ -115,7 +117,8 @@ enum Roles {
         printError("server: connected to the client over \(channel.security)")
         let start = DispatchTime.now()
         showProgress("online")
-        _ = try job.run(PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil)
+        _ = try job.run(
+            PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil, model: model)
         let stats = channel.statistics
         let online = seconds(since: start)
         printError(
