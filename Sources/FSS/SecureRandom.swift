@@ -7,6 +7,7 @@ internal import CSigmaKernels
 public struct SecureRandom: ~Copyable {
     private let cipher: AES128
     private var counter: UInt64 = 0
+    private var stream: UInt64 = 0
     private var buffer: [Block] = []
     private var position = 0
 
@@ -30,8 +31,16 @@ public struct SecureRandom: ~Copyable {
     /// CSPRNG stream and gives it to a party, which then expands the same values: a party's copy of a long run of
     /// dealer randomness (a weight mask) costs 16 bytes of key instead of the whole run.
     public init(expanding seed: [UInt8]) {
+        self.init(expanding: seed, stream: 0)
+    }
+
+    /// Stream `stream` of the values a seed keys: AES-128 in counter mode with the counter's high 64 bits fixed to
+    /// `stream`, so 2^64 independent runs (one per weight tensor of a model) come from one 16-byte seed, each
+    /// reachable without expanding the others.
+    public init(expanding seed: [UInt8], stream: UInt64) {
         precondition(seed.count == 16, "seeds are 16 bytes")
         cipher = AES128(key: seed)
+        self.stream = stream
     }
 
     /// 16 bytes for `init(expanding:)`.
@@ -62,7 +71,7 @@ public struct SecureRandom: ~Copyable {
         let whole = destination.count & ~15
         if whole > 0 {
             cipher.keystream(
-                counter: Block(lo: counter, hi: 0),
+                counter: Block(lo: counter, hi: stream),
                 into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<whole]))
             counter &+= UInt64(whole / 16)
         }

@@ -102,6 +102,8 @@ public final class Dealer {
     public let p0: KeyStreamWriter
     public let p1: KeyStreamWriter
     var random: SecureRandom
+    /// The weight-mask seed and the index of the next weight tensor (`ServerWeights.swift`).
+    var weightMasks: (seed: [UInt8], index: UInt64)?
     private var currentLayer: LayerKind?
     private var written = (p0: 0, p1: 0)
     /// Key bytes per party by part of the model (`enterLayer` marks the parts).
@@ -164,6 +166,9 @@ public final class PartyContext {
     public let keys: KeyStreamReader
     public let channel: Channel
     private var profile = LayerProfile()
+    /// The weight-mask seed (the server's; empty on the client) and the next weight tensor's index.
+    var weightMasks: (seed: [UInt8], index: UInt64)?
+    var weightDelivery = MaskedWeightDelivery.atGate
 
     public init(party: Party, keys: KeyStreamReader, channel: Channel) {
         self.party = party
@@ -172,6 +177,9 @@ public final class PartyContext {
     }
 
     public func enterLayer(_ kind: LayerKind) { profile.enter(kind, statistics: channel.statistics) }
+
+    /// Starts the breakdown afresh: what crossed before (the masked weights' delivery) is not the online phase's.
+    public func beginOnlinePhase() { profile = LayerProfile(statistics: channel.statistics) }
 
     /// Where the online phase went so far, by part of the model: wall time (compute, waiting and I/O alike),
     /// bytes this party sent and received, rounds.
@@ -236,7 +244,9 @@ struct LayerProfile {
     private(set) var costs: [LayerKind: LayerCost] = [:]
     private var current: LayerKind?
     private var since = DispatchTime.now().uptimeNanoseconds
-    private var last = ChannelStatistics()
+    private var last: ChannelStatistics
+
+    init(statistics: ChannelStatistics = ChannelStatistics()) { last = statistics }
 
     mutating func enter(_ kind: LayerKind?, statistics: ChannelStatistics) {
         let now = DispatchTime.now().uptimeNanoseconds

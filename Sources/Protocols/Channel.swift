@@ -6,6 +6,15 @@ public struct ChannelStatistics: Equatable, Sendable {
     public var rounds = 0
 
     public init() {}
+
+    /// What crossed between `earlier` and this.
+    public func since(_ earlier: ChannelStatistics) -> ChannelStatistics {
+        var delta = ChannelStatistics()
+        delta.bytesSent = bytesSent - earlier.bytesSent
+        delta.bytesReceived = bytesReceived - earlier.bytesReceived
+        delta.rounds = rounds - earlier.rounds
+        return delta
+    }
 }
 
 /// Why a channel operation failed.

@@ -86,50 +86,7 @@ extension PartyContext {
 
 private let serverMatmulTag = GateTag("MATS")
 
-/// The server's weights as each backend holds them after `maskServerWeights`.
-public struct MaskedServerWeights: Sendable {
-    /// Ŵ = W + R_W on both parties, R_W on the dealer, W on the cleartext backend.
-    public let shared: [UInt64]
-    /// W on the server and the cleartext backend; nil on the client and the dealer.
-    public let own: [UInt64]?
-
-    public init(shared: [UInt64], own: [UInt64]?) {
-        self.shared = shared
-        self.own = own
-    }
-
-    /// The same weights transposed (rows × columns → columns × rows): masks transpose with the values, so this is
-    /// local on every backend.
-    public func transposed(rows: Int, columns: Int) -> MaskedServerWeights {
-        func transpose(_ values: [UInt64]) -> [UInt64] {
-            precondition(values.count == rows * columns)
-            var out = [UInt64](repeating: 0, count: values.count)
-            values.withUnsafeBufferPointer { source in
-                out.withUnsafeMutableBufferPointer { target in
-                    // Blocks of 64 × 64 keep both sides in cache.
-                    for r0 in stride(from: 0, to: rows, by: 64) {
-                        for c0 in stride(from: 0, to: columns, by: 64) {
-                            for r in r0..<min(r0 + 64, rows) {
-                                for c in c0..<min(c0 + 64, columns) { target[c * rows + r] = source[r * columns + c] }
-                            }
-                        }
-                    }
-                }
-            }
-            return out
-        }
-        return MaskedServerWeights(shared: transpose(shared), own: own.map(transpose))
-    }
-}
-
-private let maskWeightsTag = GateTag("MSKW")
-
 extension Cleartext {
-    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
-        guard let weights, weights.count == count else { throw ProtocolError.missingInput("the server's weights") }
-        return MaskedServerWeights(shared: weights, own: weights)
-    }
-
     public func matmulMaskedWeights(
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor {
@@ -140,15 +97,6 @@ extension Cleartext {
 }
 
 extension Dealer {
-    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
-        try beginGate(maskWeightsTag, count: count)
-        // The server's copy of R_W is a 16-byte seed, not k·n words (GPT-2: 0.77 GB less key for the server).
-        let seed = random.seed()
-        var expander = SecureRandom(expanding: seed)
-        try p0.seed(seed)
-        return MaskedServerWeights(shared: expander.values(count, bits: ring.bitwidth), own: nil)
-    }
-
     public func matmulMaskedWeights(
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor {
@@ -163,25 +111,6 @@ extension Dealer {
 }
 
 extension PartyContext {
-    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
-        let bits = ring.bitwidth
-        try keys.expectGate(maskWeightsTag, count: count)
-        guard leads else {
-            let message = try channel.receive()
-            guard let received = BitPacking.unpack(message[...], count: count, bits: bits) else {
-                throw ProtocolError.malformedMessage(
-                    expected: BitPacking.byteCount(count: count, bits: bits), received: message.count)
-            }
-            return MaskedServerWeights(shared: received, own: nil)
-        }
-        guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
-        var expander = SecureRandom(expanding: try keys.seed())
-        let weightMask = expander.values(count, bits: bits)
-        let masked = zip(weights, weightMask).map { ($0 &+ $1) & ring.mask }
-        try channel.send(BitPacking.pack(masked, bits: bits))
-        return MaskedServerWeights(shared: masked, own: weights)
-    }
-
     public func matmulMaskedWeights(
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor {

@@ -76,6 +76,12 @@ public struct Credentials: Equatable, Sendable {
         return key
     }
 
+    /// HMAC-SHA-256(the dealer's secret with `party`, label ‖ context): a value the dealer and that party both
+    /// derive and nobody else can (the server's weight-mask seed).
+    public func derive(from party: Party, label: String, context: [UInt8]) throws -> [UInt8] {
+        hmacSHA256(key: try keyFileSecret(for: party), data: Array(label.utf8) + context)
+    }
+
     public var encoded: String {
         var lines = [Self.header, "deployment \(hex(deployment))", "role \(role.rawValue)"]
         if let key = serverClientKey { lines.append("server-client \(hex(key))") }

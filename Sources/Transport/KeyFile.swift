@@ -99,14 +99,15 @@ struct KeyFileMAC {
     private let key: [UInt8]
 
     init(secret: [UInt8]?, sessionID: [UInt8], party: Party) {
-        let label = Array("sigma key file 2".utf8) + sessionID + [party.rawValue]
-        var derived = [UInt8](repeating: 0, count: 32)
-        let material = secret ?? [UInt8](repeating: 0, count: 32)
-        let status = material.withUnsafeBufferPointer { k in
-            label.withUnsafeBytes { sigma_hmac_sha256(k.baseAddress, k.count, $0.baseAddress, $0.count, &derived) }
-        }
-        precondition(status == 0, "HMAC-SHA-256 failed in libcrypto")
-        key = derived
+        key = hmacSHA256(
+            key: secret ?? [UInt8](repeating: 0, count: 32),
+            data: Array("sigma key file 2".utf8) + sessionID + [party.rawValue])
+    }
+
+    /// A GMAC under a 32-byte key derived elsewhere.
+    init(key: [UInt8]) {
+        precondition(key.count == 32, "GMAC keys are 32 bytes (AES-256)")
+        self.key = key
     }
 
     static let headerNonce = UInt64.max
@@ -439,6 +440,16 @@ final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutabl
             if !good { return }
         }
     }
+}
+
+/// HMAC-SHA-256 (a key-derivation function here: the label goes in `data`).
+func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
+    var derived = [UInt8](repeating: 0, count: 32)
+    let status = key.withUnsafeBufferPointer { k in
+        data.withUnsafeBytes { sigma_hmac_sha256(k.baseAddress, k.count, $0.baseAddress, $0.count, &derived) }
+    }
+    precondition(status == 0, "HMAC-SHA-256 failed in libcrypto")
+    return derived
 }
 
 func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

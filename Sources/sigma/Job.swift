@@ -3,6 +3,7 @@ import Foundation
 import Models
 import Protocols
 import Ring
+import Transport
 
 /// What a dealer/server/client run computes: the built-in MLP, or a decoder model from a HuggingFace folder on a
 /// prompt of a given (public) length.
@@ -71,6 +72,23 @@ enum Job {
             + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);t=\(tokens);n=\(ring.bitwidth);f=\(ring.scale)"
             + ";truncation=\(truncation.rawValue)"
         return fingerprint32(text)
+    }
+
+    /// What the server's weight masks are bound to (`Roles.weightMaskSeed`): the architecture and the ring, not the
+    /// prompt length or the truncation, so one delivery of Ŵ serves every inference of this model.
+    func weightIdentity() throws -> [UInt8] {
+        guard case .decoder = self, let config = try config() else { return fingerprint32("weights;mlp-demo") }
+        let ring = ring(config)
+        return fingerprint32(
+            "weights;\(config.architecture.rawValue);L=\(config.layers);d=\(config.hidden);h=\(config.heads);"
+                + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);n=\(ring.bitwidth);"
+                + "f=\(ring.scale)")
+    }
+
+    /// Runs the model's code through a `WeightCollector` (shapes only, no arithmetic) with `visit`: the server's
+    /// weight tensors in the order every backend masks them (`model`: this party's `model(for:)`).
+    func collectServerWeights(party: Party, model: TokenModel?) -> MaskedWeightSetup.Collect {
+        { visit in _ = try self.run(WeightCollector(visit: visit), party: party, input: nil, model: model) }
     }
 
     /// Checks the client's input before anything connects: the keys' length, whole token ids inside the vocabulary.

@@ -59,6 +59,15 @@ enum ModelBench {
                 ])
             ),
             ("rounds", .integer(clientStats["rounds"] as? Int ?? 0)),
+            (
+                // Before the online phase, once per model (the client's cache serves later inferences).
+                "masked_weights_setup",
+                .object([
+                    ("seconds", .number(clientStats["setup_seconds"] as? Double ?? 0)),
+                    ("bytes_sent_server", .integer(serverStats["setup_bytes_sent"] as? Int ?? 0)),
+                    ("sent", .bool(serverStats["masked_weights_sent"] as? Bool ?? false)),
+                ])
+            ),
             ("online_breakdown", ModelReport.breakdownJSON(parts)),
             (
                 "peak_rss_bytes",

@@ -58,6 +58,7 @@ enum Roles {
                 secret: try credentials?.keyFileSecret(for: party))
         }
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
+        try dealer.beginWeightMasks(seed: try weightMaskSeed(options, job: job, credentials: credentials, random: &random))
         showProgress("keys  ")
         _ = try job.run(dealer, party: nil, input: nil)
         dealer.closeLayer()
@@ -88,6 +89,20 @@ enum Roles {
                 ]).text)
     }
 
+    /// The server's weight masks: under a deployment's credentials, HMAC(dealer–server secret, label ‖ model ‖
+    /// epoch), the same for every inference of the model, so the client receives Ŵ once (`MaskedWeightSetup`); a new
+    /// `--weight-epoch` gives new masks (needed when the server's weights change). Without credentials, fresh ones.
+    static func weightMaskSeed(
+        _ options: Options, job: Job, credentials: Credentials?, random: inout SecureRandom
+    ) throws -> [UInt8] {
+        guard let credentials else { return random.seed() }
+        let epoch = options.integer("--weight-epoch", default: 0, range: 0...Int(Int32.max))
+        return Array(
+            try credentials.derive(
+                from: .p0, label: "sigma weight-mask seed 1", context: try job.weightIdentity() + Array("\(epoch)".utf8)
+            ).prefix(16))
+    }
+
     /// Opens this party's key file and checks that it was made for this computation.
     static func openKeys(_ path: String, party: Party, job: Job, credentials: Credentials?) throws -> KeyFile {
         let file = try KeyFile(path: path, party: party, secret: try credentials?.keyFileSecret(for: party))
@@ -115,11 +130,19 @@ enum Roles {
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
         printError("server: connected to the client over \(channel.security)")
+        let context = PartyContext(party: .p0, keys: keys.reader(), channel: channel)
+        let setupStart = DispatchTime.now()
+        let weightsSent = try MaskedWeightSetup.serve(
+            context, channel: channel, collect: job.collectServerWeights(party: .p0, model: model),
+            registry: options.string("--credentials").map {
+                WeightMaskRegistry(path: options.string("--weight-registry") ?? $0 + ".weights")
+            })
+        let setup = (seconds: seconds(since: setupStart), statistics: channel.statistics)
+        context.beginOnlinePhase()
         let start = DispatchTime.now()
         showProgress("online")
-        _ = try job.run(
-            PartyContext(party: .p0, keys: keys.reader(), channel: channel), party: .p0, input: nil, model: model)
-        let stats = channel.statistics
+        _ = try job.run(context, party: .p0, input: nil, model: model)
+        let stats = channel.statistics.since(setup.statistics)
         let online = seconds(since: start)
         printError(
             "server: done in \(String(format: "%.3f", online)) s, sent \(stats.bytesSent) B, "
@@ -129,6 +152,8 @@ enum Roles {
                 + JSONValue.object([
                     ("role", .string("server")), ("online_seconds", .number(online)),
                     ("transport", .string(channel.security)),
+                    ("setup_seconds", .number(setup.seconds)), ("setup_bytes_sent", .integer(setup.statistics.bytesSent)),
+                    ("masked_weights_sent", .bool(weightsSent)),
                     ("bytes_sent", .integer(stats.bytesSent)),
                     ("rounds", .integer(stats.rounds)), ("peak_rss_bytes", .integer(peakResidentBytes())),
                 ]).text)
@@ -162,20 +187,30 @@ enum Roles {
                 role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
+        let party = PartyContext(party: .p1, keys: keys.reader(), channel: channel)
+        let setupStart = DispatchTime.now()
+        let model = try job.model(for: .p1)
+        let weightsReceived = try MaskedWeightSetup.receive(
+            party, channel: channel, collect: job.collectServerWeights(party: .p1, model: model),
+            cache: try options.string("--weights-cache").map { try MaskedWeightCache(directory: $0) })
+        let setup = (seconds: seconds(since: setupStart), statistics: channel.statistics)
+        party.beginOnlinePhase()
         let start = DispatchTime.now()
         showProgress("online")
-        let party = PartyContext(party: .p1, keys: keys.reader(), channel: channel)
-        guard let output = try job.run(party, party: .p1, input: input) else {
+        guard let output = try job.run(party, party: .p1, input: input, model: model) else {
             throw RoleError("the client received no output")
         }
         let breakdown = party.layerBreakdown()
         let online = seconds(since: start)
-        let stats = channel.statistics
+        let stats = channel.statistics.since(setup.statistics)
         channel.close()
         let top = output.indices.sorted { output[$0] > output[$1] }.prefix(5)
         if options.has("--json") {
             var fields: [(String, JSONValue)] = [
                 ("online_seconds", .number(online)), ("transport", .string(channel.security)),
+                ("setup_seconds", .number(setup.seconds)),
+                ("setup_bytes_received", .integer(setup.statistics.bytesReceived)),
+                ("masked_weights_received", .bool(weightsReceived)),
                 ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
                 ("key_bytes", .integer(keys.payloadBytes)), ("peak_rss_bytes", .integer(peakResidentBytes())),

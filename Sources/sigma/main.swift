@@ -20,12 +20,15 @@ let usage = """
                                     bound every product the model can compute: the bitwidth from which GapARS
                                     after linear layers is exact (the server checks this before serving)
       credentials --out DIR         create a deployment's secrets: DIR/dealer.cred, server.cred, client.cred
-      dealer --keys DIR --credentials FILE [--model DIR --tokens T]
-                                    write DIR/server.key and DIR/client.key for one inference
-      server --keys FILE --credentials FILE [--host ADDR] [--port P] [--timeout S]
-                                    serve one inference (P0, holds the weights); prints only statistics
+      dealer --keys DIR --credentials FILE [--model DIR --tokens T] [--weight-epoch E]
+                                    write DIR/server.key and DIR/client.key for one inference (the server's
+                                    weight masks stay the same for a model until the epoch changes)
+      server --keys FILE --credentials FILE [--host ADDR] [--port P] [--timeout S] [--weight-registry F]
+                                    serve one inference (P0, holds the weights); prints only statistics;
+                                    one set of weights per weight-mask seed (F, default CREDENTIALS.weights)
       client --keys FILE --credentials FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
-                                    run one inference (P1, holds the input) and print the output
+             [--weights-cache DIR]  run one inference (P1, holds the input) and print the output; the
+                                    server's masked weights come once per model and are kept in DIR
                                     (TLS 1.3 between the parties and MAC-checked key files; the three roles
                                     take --insecure-transport instead of --credentials to run without them;
                                     demo, run and bench model make a fresh deployment's credentials themselves)
@@ -78,14 +81,17 @@ do {
         try Roles.dealer(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
-                values: ["--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials"]))
+                values: [
+                    "--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials",
+                    "--weight-epoch",
+                ]))
     case "server":
         try Roles.server(
             Options(
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
                     "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
-                    "--blocks", "--credentials",
+                    "--blocks", "--credentials", "--weight-registry",
                 ]))
     case "client":
         try Roles.client(
@@ -93,7 +99,7 @@ do {
                 arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
-                    "--truncation", "--blocks", "--credentials",
+                    "--truncation", "--blocks", "--credentials", "--weights-cache",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(

@@ -1,0 +1,218 @@
+import FSS
+import Ring
+
+// The server's weights are masked once per model, not once per inference. The l-th weight tensor a model masks
+// (in the order the model code masks them) gets R_W,l = stream l of a 16-byte weight-mask seed that the dealer and
+// the server share (`SecureRandom(expanding:stream:)`); Ŵ_l = W_l + R_W,l goes to the client either at the gate
+// (an inference run on its own: tests, in-process runs) or once, before the online phase, through
+// `prepareMaskedWeights` — the client keeps Ŵ (a file cache in the command-line tool) and later inferences send no
+// weights at all. Products with Ŵ (`matmulMaskedWeights`) need only shares of R_X and C = R_X·R_W + R_Z in each
+// inference's keys.
+//
+// Reusing R_W across inferences is safe: Ŵ is already the client's, and every R_X and R_Z is fresh. Reusing it for
+// *other* weights is not (Ŵ' − Ŵ = W' − W), so one seed must serve one set of weights: the command-line server
+// binds each seed to a keyed digest of its weights and refuses to serve others under it.
+
+private let weightSeedTag = GateTag("WSED")
+private let maskWeightsTag = GateTag("MSKW")
+
+/// The server's weights as each backend holds them after `maskServerWeights`.
+public struct MaskedServerWeights: Sendable {
+    /// Ŵ = W + R_W on both parties, R_W on the dealer, W on the cleartext backend.
+    public let shared: [UInt64]
+    /// W on the server and the cleartext backend; nil on the client and the dealer.
+    public let own: [UInt64]?
+
+    public init(shared: [UInt64], own: [UInt64]?) {
+        self.shared = shared
+        self.own = own
+    }
+
+    /// The same weights transposed (rows × columns → columns × rows): masks transpose with the values, so this is
+    /// local on every backend.
+    public func transposed(rows: Int, columns: Int) -> MaskedServerWeights {
+        func transpose(_ values: [UInt64]) -> [UInt64] {
+            precondition(values.count == rows * columns)
+            var out = [UInt64](repeating: 0, count: values.count)
+            values.withUnsafeBufferPointer { source in
+                out.withUnsafeMutableBufferPointer { target in
+                    // Blocks of 64 × 64 keep both sides in cache.
+                    for r0 in stride(from: 0, to: rows, by: 64) {
+                        for c0 in stride(from: 0, to: columns, by: 64) {
+                            for r in r0..<min(r0 + 64, rows) {
+                                for c in c0..<min(c0 + 64, columns) { target[c * rows + r] = source[r * columns + c] }
+                            }
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        return MaskedServerWeights(shared: transpose(shared), own: own.map(transpose))
+    }
+}
+
+
+/// Where the client's masked weights come from when they were delivered before the online phase: Ŵ_0, Ŵ_1, … in
+/// the order the model masks them.
+public protocol MaskedWeightSource: AnyObject {
+    /// The next tensor's masked values (`count` words of `bits` bits); throws if the source holds another shape.
+    func next(count: Int, bits: Int) throws -> [UInt64]
+}
+
+/// How the client obtains Ŵ_l during the online phase.
+public enum MaskedWeightDelivery {
+    /// The server sends Ŵ_l at the gate (one message; an inference on its own).
+    case atGate
+    /// Delivered before the online phase: the client reads `source` (nil on the server, which then sends nothing).
+    case prepared(MaskedWeightSource?)
+}
+
+extension Cleartext {
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        guard let weights, weights.count == count else { throw ProtocolError.missingInput("the server's weights") }
+        return MaskedServerWeights(shared: weights, own: weights)
+    }
+}
+
+extension Dealer {
+    /// Gives the server the weight-mask seed (the first gate of the model's weights; P1's keys get the tag only).
+    /// A dealer that does not call it draws a fresh seed at the first `maskServerWeights`: masks for one inference.
+    public func beginWeightMasks(seed: [UInt8]) throws {
+        precondition(seed.count == 16, "weight-mask seeds are 16 bytes")
+        precondition(weightMasks == nil, "the weight masks have begun")
+        try beginGate(weightSeedTag, count: 1)
+        try p0.seed(seed)
+        weightMasks = (seed, 0)
+    }
+
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        if weightMasks == nil { try beginWeightMasks(seed: random.seed()) }
+        guard let (seed, index) = weightMasks.map({ ($0.seed, $0.index) }) else { preconditionFailure("begun above") }
+        try beginGate(maskWeightsTag, count: count)
+        weightMasks = (seed, index + 1)
+        var expander = SecureRandom(expanding: seed, stream: index)
+        return MaskedServerWeights(shared: expander.values(count, bits: ring.bitwidth), own: nil)
+    }
+}
+
+extension PartyContext {
+    /// Reads the weight-mask seed (the server keeps it; the client's keys hold the tag only).
+    public func beginWeightMasks() throws {
+        precondition(weightMasks == nil, "the weight masks have begun")
+        try keys.expectGate(weightSeedTag, count: 1)
+        weightMasks = (leads ? try keys.seed() : [], 0)
+    }
+
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        if weightMasks == nil { try beginWeightMasks() }
+        guard let (seed, index) = weightMasks.map({ ($0.seed, $0.index) }) else { preconditionFailure("begun above") }
+        try keys.expectGate(maskWeightsTag, count: count)
+        weightMasks = (seed, index + 1)
+        let bits = ring.bitwidth
+        guard leads else {
+            if case .prepared(let source?) = weightDelivery {
+                return MaskedServerWeights(shared: try source.next(count: count, bits: bits), own: nil)
+            }
+            let message = try channel.receive()
+            guard let received = BitPacking.unpack(message[...], count: count, bits: bits) else {
+                throw ProtocolError.malformedMessage(
+                    expected: BitPacking.byteCount(count: count, bits: bits), received: message.count)
+            }
+            return MaskedServerWeights(shared: received, own: nil)
+        }
+        guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
+        let masked = Self.maskedWeights(weights, seed: seed, index: index, ring: ring)
+        if case .atGate = weightDelivery { try channel.send(BitPacking.pack(masked, bits: bits)) }
+        return MaskedServerWeights(shared: masked, own: weights)
+    }
+
+    /// Ŵ_l = W_l + R_W,l.
+    public static func maskedWeights(_ weights: [UInt64], seed: [UInt8], index: UInt64, ring: Ring) -> [UInt64] {
+        var expander = SecureRandom(expanding: seed, stream: index)
+        var masked = expander.values(weights.count, bits: ring.bitwidth)
+        for i in masked.indices { masked[i] = (masked[i] &+ weights[i]) & ring.mask }
+        return masked
+    }
+
+    /// The server's side of the delivery before the online phase: calls `send` with Ŵ_l, packed, for every tensor
+    /// the model masks (`weights`, as `WeightCollector` lists them), then serves the online phase without sending
+    /// weights. Reads the weight-mask seed from the keys first; returns it (for the server's binding of seed to
+    /// weights).
+    public func beginPreparedWeights() throws -> [UInt8] {
+        precondition(leads, "the server prepares the masked weights")
+        if weightMasks == nil { try beginWeightMasks() }
+        weightDelivery = .prepared(nil)
+        guard let seed = weightMasks?.seed else { preconditionFailure("begun above") }
+        return seed
+    }
+
+    /// The client's side: the online phase takes Ŵ_l from `source` (filled before, e.g. from a cache).
+    public func usePreparedWeights(_ source: MaskedWeightSource) throws {
+        precondition(!leads, "the client keeps the masked weights")
+        if weightMasks == nil { try beginWeightMasks() }
+        weightDelivery = .prepared(source)
+    }
+}
+
+/// A backend that runs a model's code on zeros and reports each weight tensor it masks — the server's weights in the
+/// order every other backend masks them — without computing anything else (the shapes only).
+public final class WeightCollector: RingBackend {
+    /// Called with the tensor's index, the server's values (nil on the client), its length and its ring.
+    let visit: (UInt64, [UInt64]?, Int, Ring) throws -> Void
+    private var index: UInt64 = 0
+
+    public init(visit: @escaping (_ index: UInt64, _ weights: [UInt64]?, _ count: Int, _ ring: Ring) throws -> Void) {
+        self.visit = visit
+    }
+
+    private func zeros(_ ring: Ring, _ shape: [Int]) -> RingTensor {
+        RingTensor(ring: ring, shape: shape, values: [UInt64](repeating: 0, count: shape.reduce(1, *)))
+    }
+
+    public func inputFromClient(_ values: [UInt64]?, shape: [Int], ring: Ring) throws -> RingTensor {
+        zeros(ring, shape)
+    }
+    public func inputFromServer(_ values: [UInt64]?, shape: [Int], ring: Ring) throws -> RingTensor {
+        zeros(ring, shape)
+    }
+    public func addConstant(_ x: RingTensor, _ c: [UInt64]) -> RingTensor { x }
+    public func matmul(_ x: RingTensor, _ w: RingTensor, m: Int, k: Int, n: Int, batch: Int) throws -> RingTensor {
+        zeros(x.ring, [batch * m, n])
+    }
+    public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
+        try visit(index, weights, count, ring)
+        index += 1
+        return MaskedServerWeights(shared: [UInt64](repeating: 0, count: count), own: nil)
+    }
+    public func matmulMaskedWeights(
+        _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
+    ) throws -> RingTensor { zeros(x.ring, [m, n]) }
+    public func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor { zeros(x.ring, x.shape) }
+    public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
+        zeros(Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f)), x.shape)
+    }
+    public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor { zeros(x.ring, x.shape) }
+    public func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor { zeros(x.ring, x.shape) }
+    public func drelu(_ x: RingTensor) throws -> BitTensor {
+        BitTensor(shape: x.shape, bits: [UInt8](repeating: 0, count: x.count))
+    }
+    public func select(_ s: BitTensor, _ x: RingTensor) throws -> RingTensor { zeros(x.ring, x.shape) }
+    public func selectLinear(
+        _ s0: BitTensor, _ s1: BitTensor, _ x: RingTensor, alpha: [UInt64], beta: [UInt64], output: Ring
+    ) throws -> RingTensor { zeros(output, x.shape) }
+    public func lookup(_ x: RingTensor, table: [UInt64], output: Ring) throws -> RingTensor { zeros(output, x.shape) }
+    public func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor {
+        zeros(x.ring, x.shape)
+    }
+    public func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor {
+        zeros(Ring(bitwidth: c, scale: 0), x.shape)
+    }
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
+        zeros(x.ring, [x.count / k])
+    }
+    public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
+        zeros(v.ring, v.shape)
+    }
+    public func revealToClient(_ x: RingTensor) throws -> [UInt64]? { nil }
+}
