@@ -52,7 +52,6 @@ public struct MaskedServerWeights: Sendable {
     }
 }
 
-
 /// Where the client's masked weights come from when they were delivered before the online phase: Ŵ_0, Ŵ_1, … in
 /// the order the model masks them.
 public protocol MaskedWeightSource: AnyObject {

@@ -41,7 +41,9 @@ public enum MaskedWeightSetup {
     ) throws -> Bool {
         let tag = try channel.receive()
         guard tag.count == tagSize else { throw MaskedWeightError.protocolViolation }
-        if let cache, let stored = try cache.open(tag: tag) {
+        var shapes: [(count: Int, bits: Int)] = []
+        if cache != nil { try collect { _, _, count, ring in shapes.append((count, ring.bitwidth)) } }
+        if let cache, let stored = cache.open(tag: tag, shapes: shapes) {
             try channel.send([1])
             try context.usePreparedWeights(stored)
             return false
@@ -130,15 +132,35 @@ public struct MaskedWeightCache: Sendable {
         self.directory = directory
     }
 
-    func path(_ tag: [UInt8]) -> String { directory + "/" + hex(tag) + ".sigmaw" }
+    public func path(_ tag: [UInt8]) -> String { directory + "/" + hex(tag) + ".sigmaw" }
 
-    func open(tag: [UInt8]) throws -> MaskedWeightSource? {
+    /// The file for `tag` if it holds exactly these tensors (lengths and widths, checked by walking its headers);
+    /// nil if it is absent, and a damaged file is removed so that the weights are fetched again.
+    func open(tag: [UInt8], shapes: [(count: Int, bits: Int)]) -> MaskedWeightSource? {
         let path = path(tag)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        guard let handle = FileHandle(forReadingAtPath: path),
-            (try? handle.read(upToCount: Self.magic.count)).map({ Array($0) }) == Self.magic
-        else { throw MaskedWeightError.corruptCache(path) }
+        guard let handle = FileHandle(forReadingAtPath: path), Self.holds(shapes, handle: handle) else {
+            try? FileManager.default.removeItem(atPath: path)
+            return nil
+        }
         return CachedMaskedWeights(handle: handle, path: path)
+    }
+
+    /// Whether the file behind `handle` is the magic and then exactly `shapes`; leaves it positioned after the magic.
+    static func holds(_ shapes: [(count: Int, bits: Int)], handle: FileHandle) -> Bool {
+        guard (try? handle.read(upToCount: magic.count)).map({ Array($0) }) == magic else { return false }
+        var offset = UInt64(magic.count)
+        for shape in shapes {
+            guard (try? handle.seek(toOffset: offset)) != nil,
+                let header = (try? handle.read(upToCount: 9)).map({ Array($0) }), header.count == 9,
+                readLittleEndian(header, at: 0, count: 8) == UInt64(shape.count), Int(header[8]) == shape.bits
+            else { return false }
+            offset += 9 + UInt64(BitPacking.byteCount(count: shape.count, bits: shape.bits))
+        }
+        guard (try? handle.seekToEnd()) == offset, (try? handle.seek(toOffset: UInt64(magic.count))) != nil else {
+            return false
+        }
+        return true
     }
 
     func store(_ tensors: [(count: Int, bits: Int, packed: [UInt8])], tag: [UInt8]) throws {
@@ -194,7 +216,8 @@ public struct WeightMaskRegistry: Sendable {
 
     public init(path: String) { self.path = path }
 
-    func bind(seedID: [UInt8], to tag: [UInt8]) throws {
+    /// Records that the seed `seedID` serves the weights `tag`; throws if it already served others.
+    public func bind(seedID: [UInt8], to tag: [UInt8]) throws {
         let id = hex(seedID)
         let existing = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         for line in existing.split(separator: "\n") {

@@ -58,7 +58,8 @@ enum Roles {
                 secret: try credentials?.keyFileSecret(for: party))
         }
         let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
-        try dealer.beginWeightMasks(seed: try weightMaskSeed(options, job: job, credentials: credentials, random: &random))
+        try dealer.beginWeightMasks(
+            seed: try weightMaskSeed(options, job: job, credentials: credentials, random: &random))
         showProgress("keys  ")
         _ = try job.run(dealer, party: nil, input: nil)
         dealer.closeLayer()
@@ -152,7 +153,8 @@ enum Roles {
                 + JSONValue.object([
                     ("role", .string("server")), ("online_seconds", .number(online)),
                     ("transport", .string(channel.security)),
-                    ("setup_seconds", .number(setup.seconds)), ("setup_bytes_sent", .integer(setup.statistics.bytesSent)),
+                    ("setup_seconds", .number(setup.seconds)),
+                    ("setup_bytes_sent", .integer(setup.statistics.bytesSent)),
                     ("masked_weights_sent", .bool(weightsSent)),
                     ("bytes_sent", .integer(stats.bytesSent)),
                     ("rounds", .integer(stats.rounds)), ("peak_rss_bytes", .integer(peakResidentBytes())),

@@ -101,6 +101,34 @@ struct ModelTests {
         return log
     }
 
+    @Test("the server's masked weights cross once per model and epoch; the client's cache serves later inferences")
+    func maskedWeightsOncePerModel() throws {
+        let base = NSTemporaryDirectory() + "sigma-e2e-weights-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let role = try credentials(base)
+        for (name, epoch) in [("a", "0"), ("b", "0"), ("c", "1")] {
+            #expect(try sigma(["dealer", "--keys", base + "/" + name, "--weight-epoch", epoch] + role(.dealer)).0 == 0)
+        }
+        var outputs: [[Double]] = []
+        for (name, expectReceived) in [("a", true), ("b", false), ("c", true)] {
+            let (server, _, port) = try startServer(["--keys", base + "/\(name)/server.key"] + role(.server))
+            let (status, output, errors) = try sigma(
+                [
+                    "client", "--keys", base + "/\(name)/client.key", "--connect", "127.0.0.1:\(port)", "--json",
+                    "--weights-cache", base + "/cache",
+                ] + role(.client))
+            server.waitUntilExit()
+            #expect(status == 0, "\(errors)")
+            let report = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+            #expect(report?["masked_weights_received"] as? Bool == expectReceived, "\(name)")
+            outputs.append(report?["output"] as? [Double] ?? [])
+        }
+        let model = MLP.demo()
+        let cleartext = try model.forward(RingEvaluator(Cleartext(), ring: model.ring), input: MLP.demoInput)
+        #expect(outputs.allSatisfy { $0 == cleartext })
+        #expect(FileManager.default.fileExists(atPath: role(.server)[1] + ".weights"))
+    }
+
     @Test("a client and server with keys from different dealer runs refuse each other; keys are single-use")
     func mismatchedSessions() throws {
         let base = NSTemporaryDirectory() + "sigma-e2e-\(getpid())"
