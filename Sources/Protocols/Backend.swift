@@ -109,10 +109,17 @@ public final class Dealer {
     /// Key bytes per party by part of the model (`enterLayer` marks the parts).
     public private(set) var keyBytesByLayer: [LayerKind: (p0: Int, p1: Int)] = [:]
 
-    public init(p0: KeySink, p1: KeySink, random: consuming SecureRandom) {
+    /// Where the parties' input-independent material goes when they prepare it before the online phase
+    /// (`PartyContext.preprocess`); nil: everything in the online streams.
+    public let preprocessing: (p0: KeyStreamWriter, p1: KeyStreamWriter)?
+
+    public init(
+        p0: KeySink, p1: KeySink, random: consuming SecureRandom, preprocessing: (p0: KeySink, p1: KeySink)? = nil
+    ) {
         self.p0 = KeyStreamWriter(sink: p0)
         self.p1 = KeyStreamWriter(sink: p1)
         self.random = random
+        self.preprocessing = preprocessing.map { (KeyStreamWriter(sink: $0.p0), KeyStreamWriter(sink: $0.p1)) }
     }
 
     public func enterLayer(_ kind: LayerKind) {
@@ -140,11 +147,13 @@ public final class Dealer {
     func randomBits(_ count: Int) -> [UInt8] { random.values(count, bits: 1).map { UInt8($0) } }
 
     /// Writes additive shares of `values` mod 2^bits: a uniform share to P0, the difference to P1.
-    func share(_ values: [UInt64], bits: Int) throws {
+    func share(
+        _ values: [UInt64], bits: Int, to writers: (p0: KeyStreamWriter, p1: KeyStreamWriter)? = nil
+    ) throws {
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
         let first = random.values(values.count, bits: bits)
-        try p0.words(first, bits: bits)
-        try p1.words(zip(values, first).map { ($0 &- $1) & mask }, bits: bits)
+        try (writers?.p0 ?? p0).words(first, bits: bits)
+        try (writers?.p1 ?? p1).words(zip(values, first).map { ($0 &- $1) & mask }, bits: bits)
     }
 
     /// Writes XOR shares of bits.
@@ -169,6 +178,10 @@ public final class PartyContext {
     /// The weight-mask seed (the server's; empty on the client) and the next weight tensor's index.
     var weightMasks: (seed: [UInt8], index: UInt64)?
     var weightDelivery = MaskedWeightDelivery.atGate
+    /// This party's shares of the products with the server's weights, computed by `preprocess` (first in, first
+    /// out); nil when the products are computed at their gates.
+    var preparedProducts: [[UInt64]]?
+    var nextPreparedProduct = 0
 
     public init(party: Party, keys: KeyStreamReader, channel: Channel) {
         self.party = party

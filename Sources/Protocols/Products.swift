@@ -85,6 +85,7 @@ extension PartyContext {
 // instead of two.
 
 private let serverMatmulTag = GateTag("MATS")
+let preparedMatmulTag = GateTag("MATP")
 
 extension Cleartext {
     public func matmulMaskedWeights(
@@ -101,11 +102,17 @@ extension Dealer {
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor {
         let ring = x.ring
-        try beginGate(serverMatmulTag, count: m * n)
+        // With a preprocessing stream the shares of R_X and C go there (the online keys keep the gate's tag), and
+        // the parties fold them with Ŵ before the online phase.
+        try beginGate(preprocessing == nil ? serverMatmulTag : preparedMatmulTag, count: m * n)
+        if let preprocessing {
+            try preprocessing.p0.beginGate(preparedMatmulTag, count: m * n)
+            try preprocessing.p1.beginGate(preparedMatmulTag, count: m * n)
+        }
         let outputMask = randomWords(m * n, ring: ring)
-        try share(x.values, bits: ring.bitwidth)
+        try share(x.values, bits: ring.bitwidth, to: preprocessing)
         let product = RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n)
-        try share(zip(product, outputMask).map { ($0 &+ $1) & ring.mask }, bits: ring.bitwidth)
+        try share(zip(product, outputMask).map { ($0 &+ $1) & ring.mask }, bits: ring.bitwidth, to: preprocessing)
         return RingTensor(ring: ring, shape: [m, n], values: outputMask)
     }
 }
@@ -116,6 +123,16 @@ extension PartyContext {
     ) throws -> RingTensor {
         let ring = x.ring
         let bits = ring.bitwidth
+        if preparedProducts != nil {
+            // −[R_X]_b·Ŵ + [C]_b came from `preprocess`: the server's X̂·W (+ b) is the only product left.
+            try keys.expectGate(preparedMatmulTag, count: m * n)
+            var share = try takePreparedProduct(count: m * n)
+            if let own = w.own {
+                let direct = RingMatrix.multiply(x.values, own, m: m, k: k, n: n)
+                for i in share.indices { share[i] = (share[i] &+ direct[i] &+ (bias?[i % n] ?? 0)) & ring.mask }
+            }
+            return RingTensor(ring: ring, shape: [m, n], values: try reconstruct(share, bits: bits))
+        }
         try keys.expectGate(serverMatmulTag, count: m * n)
         let maskShares = try keys.words(x.count, bits: bits)
         let c = try keys.words(m * n, bits: bits)

@@ -48,7 +48,7 @@ public struct MaskedServerWeights: Sendable {
             }
             return out
         }
-        return MaskedServerWeights(shared: transpose(shared), own: own.map(transpose))
+        return MaskedServerWeights(shared: shared.isEmpty ? [] : transpose(shared), own: own.map(transpose))
     }
 }
 
@@ -109,6 +109,12 @@ extension PartyContext {
         try keys.expectGate(maskWeightsTag, count: count)
         weightMasks = (seed, index + 1)
         let bits = ring.bitwidth
+        if preparedProducts != nil {
+            // The products with Ŵ were prepared; online the server needs only W, the client nothing.
+            guard leads else { return MaskedServerWeights(shared: [], own: nil) }
+            guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
+            return MaskedServerWeights(shared: [], own: weights)
+        }
         guard leads else {
             if case .prepared(let source?) = weightDelivery {
                 return MaskedServerWeights(shared: try source.next(count: count, bits: bits), own: nil)
@@ -154,12 +160,86 @@ extension PartyContext {
     }
 }
 
+extension PartyContext {
+    /// Before the online phase, with the masked weights delivered (`beginPreparedWeights` /
+    /// `usePreparedWeights`): runs the model's code (`run`, shapes only) to fold every product with the server's
+    /// weights that needs no input, −[R_X]_b·Ŵ + [C]_b, from the dealer's preprocessing stream `keys`. The online
+    /// phase then computes only the server's X̂·W for each (SIGMA leaves all three products online).
+    public func preprocess(keys preprocessingKeys: KeyStreamReader, run: (any RingBackend) throws -> Void) throws {
+        guard let masks = weightMasks, case .prepared(let source) = weightDelivery else {
+            preconditionFailure("deliver the masked weights before preprocessing")
+        }
+        let preprocessor = ProductPreprocessor(
+            party: party, seed: masks.seed, source: source, keys: preprocessingKeys)
+        try run(preprocessor)
+        preparedProducts = preprocessor.products
+        nextPreparedProduct = 0
+    }
+
+    func takePreparedProduct(count: Int) throws -> [UInt64] {
+        guard let preparedProducts, nextPreparedProduct < preparedProducts.count,
+            preparedProducts[nextPreparedProduct].count == count
+        else {
+            throw KeyStreamError.outOfStep(expected: "a prepared product of \(count) values", found: "none")
+        }
+        defer {
+            self.preparedProducts?[nextPreparedProduct] = []
+            nextPreparedProduct += 1
+        }
+        return preparedProducts[nextPreparedProduct]
+    }
+}
+
+/// The preprocessing pass: the model's code on zeros, except that masked weights are real and every product with
+/// them becomes this party's −[R_X]_b·Ŵ + [C]_b.
+final class ProductPreprocessor: WeightCollector {
+    let party: Party
+    let seed: [UInt8]
+    let source: MaskedWeightSource?
+    let keys: KeyStreamReader
+    var products: [[UInt64]] = []
+
+    init(party: Party, seed: [UInt8], source: MaskedWeightSource?, keys: KeyStreamReader) {
+        self.party = party
+        self.seed = seed
+        self.source = source
+        self.keys = keys
+        super.init { _, _, _, _ in }
+    }
+
+    override public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws
+        -> MaskedServerWeights
+    {
+        defer { index += 1 }
+        if party == .p0 {
+            guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
+            return MaskedServerWeights(
+                shared: PartyContext.maskedWeights(weights, seed: seed, index: index, ring: ring), own: nil)
+        }
+        guard let source else { throw ProtocolError.missingInput("the masked weights") }
+        return MaskedServerWeights(shared: try source.next(count: count, bits: ring.bitwidth), own: nil)
+    }
+
+    override public func matmulMaskedWeights(
+        _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
+    ) throws -> RingTensor {
+        let ring = x.ring
+        try keys.expectGate(preparedMatmulTag, count: m * n)
+        let maskShares = try keys.words(m * k, bits: ring.bitwidth)
+        var share = try keys.words(m * n, bits: ring.bitwidth)
+        let masked = RingMatrix.multiply(maskShares, w.shared, m: m, k: k, n: n)
+        for i in share.indices { share[i] = (share[i] &- masked[i]) & ring.mask }
+        products.append(share)
+        return try super.matmulMaskedWeights(x, w, m: m, k: k, n: n, bias: bias)
+    }
+}
+
 /// A backend that runs a model's code on zeros and reports each weight tensor it masks — the server's weights in the
 /// order every other backend masks them — without computing anything else (the shapes only).
-public final class WeightCollector: RingBackend {
+public class WeightCollector: RingBackend {
     /// Called with the tensor's index, the server's values (nil on the client), its length and its ring.
     let visit: (UInt64, [UInt64]?, Int, Ring) throws -> Void
-    private var index: UInt64 = 0
+    var index: UInt64 = 0
 
     public init(visit: @escaping (_ index: UInt64, _ weights: [UInt64]?, _ count: Int, _ ring: Ring) throws -> Void) {
         self.visit = visit

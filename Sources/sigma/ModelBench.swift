@@ -68,6 +68,14 @@ enum ModelBench {
                     ("sent", .bool(serverStats["masked_weights_sent"] as? Bool ?? false)),
                 ])
             ),
+            (
+                // Per inference, before the input: each party folds −[R_X]_b·Ŵ + [C]_b (PartyContext.preprocess).
+                "preprocessing_seconds",
+                .object([
+                    ("server", .number(serverStats["preprocessing_seconds"] as? Double ?? 0)),
+                    ("client", .number(clientStats["preprocessing_seconds"] as? Double ?? 0)),
+                ])
+            ),
             ("online_breakdown", ModelReport.breakdownJSON(parts)),
             (
                 "peak_rss_bytes",

@@ -51,13 +51,18 @@ enum Roles {
         var random = SecureRandom()
         let session = random.bytes(16)
         let start = DispatchTime.now()
-        let files = try [Party.p0, .p1].map { party in
-            try KeyFileWriter(
-                path: directory + (party == .p0 ? "/server.key" : "/client.key"),
-                header: KeyFileHeader(party: party, sessionID: session, modelFingerprint: try job.fingerprint()),
-                secret: try credentials?.keyFileSecret(for: party))
+        // Each party's online keys and its preprocessing keys (folded with the masked weights before the online
+        // phase: `PartyContext.preprocess`), the latter under a session id of their own so no MAC nonce repeats.
+        let files = try [Party.p0, .p1].flatMap { party in
+            try [session, preprocessingSession(session)].map { id in
+                try KeyFileWriter(
+                    path: preprocessingPath(
+                        directory + (party == .p0 ? "/server.key" : "/client.key"), if: id != session),
+                    header: KeyFileHeader(party: party, sessionID: id, modelFingerprint: try job.fingerprint()),
+                    secret: try credentials?.keyFileSecret(for: party))
+            }
         }
-        let dealer = Dealer(p0: files[0], p1: files[1], random: random.split())
+        let dealer = Dealer(p0: files[0], p1: files[2], random: random.split(), preprocessing: (files[1], files[3]))
         try dealer.beginWeightMasks(
             seed: try weightMaskSeed(options, job: job, credentials: credentials, random: &random))
         showProgress("keys  ")
@@ -66,14 +71,24 @@ enum Roles {
         for file in files { try file.finish() }
         let elapsed = seconds(since: start)
         printError(
-            "dealer: wrote \(files[0].path) (\(dealer.p0.bytesWritten) B) and \(files[1].path) "
-                + "(\(dealer.p1.bytesWritten) B) in \(String(format: "%.3f", elapsed)) s")
+            "dealer: wrote \(files[0].path) (\(dealer.p0.bytesWritten) B) and \(files[2].path) "
+                + "(\(dealer.p1.bytesWritten) B), with preprocessing keys beside them (.pre.key: "
+                + "\(dealer.preprocessing?.p0.bytesWritten ?? 0) B, \(dealer.preprocessing?.p1.bytesWritten ?? 0) B), in \(String(format: "%.3f", elapsed)) s"
+        )
         printError(
             "stats: "
                 + JSONValue.object([
                     ("role", .string("dealer")), ("keygen_seconds", .number(elapsed)),
-                    ("key_bytes_server", .integer(dealer.p0.bytesWritten)),
-                    ("key_bytes_client", .integer(dealer.p1.bytesWritten)),
+                    (
+                        "key_bytes_server",
+                        .integer(dealer.p0.bytesWritten + (dealer.preprocessing?.p0.bytesWritten ?? 0))
+                    ),
+                    (
+                        "key_bytes_client",
+                        .integer(dealer.p1.bytesWritten + (dealer.preprocessing?.p1.bytesWritten ?? 0))
+                    ),
+                    ("preprocessing_key_bytes_server", .integer(dealer.preprocessing?.p0.bytesWritten ?? 0)),
+                    ("preprocessing_key_bytes_client", .integer(dealer.preprocessing?.p1.bytesWritten ?? 0)),
                     (
                         "key_breakdown",
                         .object(
@@ -104,13 +119,43 @@ enum Roles {
             ).prefix(16))
     }
 
-    /// Opens this party's key file and checks that it was made for this computation.
-    static func openKeys(_ path: String, party: Party, job: Job, credentials: Credentials?) throws -> KeyFile {
-        let file = try KeyFile(path: path, party: party, secret: try credentials?.keyFileSecret(for: party))
+    /// Opens this party's key file and its preprocessing key file (beside it: `server.key`, `server.pre.key`) and
+    /// checks that they were made for this computation and for each other.
+    static func openKeys(_ path: String, party: Party, job: Job, credentials: Credentials?) throws -> (
+        online: KeyFile, preprocessing: KeyFile
+    ) {
+        let secret = try credentials?.keyFileSecret(for: party)
+        let file = try KeyFile(path: path, party: party, secret: secret)
         guard file.header.modelFingerprint == (try job.fingerprint()) else {
             throw RoleError("\(path) holds keys for another model or prompt length")
         }
-        return file
+        let preprocessing = try KeyFile(path: preprocessingPath(path, if: true), party: party, secret: secret)
+        guard preprocessing.header.sessionID == preprocessingSession(file.header.sessionID),
+            preprocessing.header.modelFingerprint == file.header.modelFingerprint
+        else { throw RoleError("\(preprocessingPath(path, if: true)) belongs to other keys than \(path)") }
+        return (file, preprocessing)
+    }
+
+    /// `server.key` → `server.pre.key` (when `condition`).
+    static func preprocessingPath(_ path: String, if condition: Bool) -> String {
+        guard condition else { return path }
+        return path.hasSuffix(".key") ? String(path.dropLast(4)) + ".pre.key" : path + ".pre"
+    }
+
+    /// The preprocessing key files' session id, derived from the online one.
+    static func preprocessingSession(_ session: [UInt8]) -> [UInt8] {
+        Array(fingerprint32("preprocessing;" + session.map { String($0, radix: 16) }.joined(separator: ",")).prefix(16))
+    }
+
+    /// Folds the products with the server's masked weights before the online phase; returns the seconds it took.
+    static func preprocess(
+        _ context: PartyContext, keys: KeyFile, job: Job, party: Party, model: TokenModel?
+    ) throws -> Double {
+        let start = DispatchTime.now()
+        try context.preprocess(keys: keys.reader()) { backend in
+            _ = try job.run(backend, party: party, input: nil, model: model)
+        }
+        return seconds(since: start)
     }
 
     /// `sigma server --keys FILE [--model DIR --tokens T] --port P`: serves one inference; prints only statistics.
@@ -127,11 +172,11 @@ enum Roles {
         printError("server: listening on port \(listener.port)")
         let channel = try listener.accept(
             handshake: Handshake(
-                role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
+                role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.online.header.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
         printError("server: connected to the client over \(channel.security)")
-        let context = PartyContext(party: .p0, keys: keys.reader(), channel: channel)
+        let context = PartyContext(party: .p0, keys: keys.online.reader(), channel: channel)
         let setupStart = DispatchTime.now()
         let weightsSent = try MaskedWeightSetup.serve(
             context, channel: channel, collect: job.collectServerWeights(party: .p0, model: model),
@@ -139,6 +184,8 @@ enum Roles {
                 WeightMaskRegistry(path: options.string("--weight-registry") ?? $0 + ".weights")
             })
         let setup = (seconds: seconds(since: setupStart), statistics: channel.statistics)
+        let preprocessingSeconds = try preprocess(
+            context, keys: keys.preprocessing, job: job, party: .p0, model: model)
         context.beginOnlinePhase()
         let start = DispatchTime.now()
         showProgress("online")
@@ -156,6 +203,7 @@ enum Roles {
                     ("setup_seconds", .number(setup.seconds)),
                     ("setup_bytes_sent", .integer(setup.statistics.bytesSent)),
                     ("masked_weights_sent", .bool(weightsSent)),
+                    ("preprocessing_seconds", .number(preprocessingSeconds)),
                     ("bytes_sent", .integer(stats.bytesSent)),
                     ("rounds", .integer(stats.rounds)), ("peak_rss_bytes", .integer(peakResidentBytes())),
                 ]).text)
@@ -186,16 +234,18 @@ enum Roles {
         let channel = try TCPChannel.connect(
             host: host, port: port,
             handshake: Handshake(
-                role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.header.sessionID),
+                role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.online.header.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
-        let party = PartyContext(party: .p1, keys: keys.reader(), channel: channel)
+        let party = PartyContext(party: .p1, keys: keys.online.reader(), channel: channel)
         let setupStart = DispatchTime.now()
         let model = try job.model(for: .p1)
         let weightsReceived = try MaskedWeightSetup.receive(
             party, channel: channel, collect: job.collectServerWeights(party: .p1, model: model),
             cache: try options.string("--weights-cache").map { try MaskedWeightCache(directory: $0) })
         let setup = (seconds: seconds(since: setupStart), statistics: channel.statistics)
+        let preprocessingSeconds = try preprocess(
+            party, keys: keys.preprocessing, job: job, party: .p1, model: model)
         party.beginOnlinePhase()
         let start = DispatchTime.now()
         showProgress("online")
@@ -213,9 +263,11 @@ enum Roles {
                 ("setup_seconds", .number(setup.seconds)),
                 ("setup_bytes_received", .integer(setup.statistics.bytesReceived)),
                 ("masked_weights_received", .bool(weightsReceived)),
+                ("preprocessing_seconds", .number(preprocessingSeconds)),
                 ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
-                ("key_bytes", .integer(keys.payloadBytes)), ("peak_rss_bytes", .integer(peakResidentBytes())),
+                ("key_bytes", .integer(keys.online.payloadBytes + keys.preprocessing.payloadBytes)),
+                ("peak_rss_bytes", .integer(peakResidentBytes())),
                 (
                     "online_breakdown",
                     .object(

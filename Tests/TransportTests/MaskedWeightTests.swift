@@ -23,16 +23,21 @@ private final class Box<Value>: @unchecked Sendable { var value: Value? }
 /// One inference with the masked weights delivered before the online phase; returns the client's output, whether
 /// the server sent Ŵ and what crossed in the online phase.
 private func preparedRun(
-    seed: [UInt8], weights: [[UInt64]], input: [UInt64], cache: MaskedWeightCache?, registry: WeightMaskRegistry?
+    seed: [UInt8], weights: [[UInt64]], input: [UInt64], cache: MaskedWeightCache?, registry: WeightMaskRegistry?,
+    preprocessing: Bool = false
 ) throws -> (output: [UInt64]?, sent: Bool, received: Bool, onlineBytes: Int) {
     let sinks = (MemoryKeySink(), MemoryKeySink())
-    let dealer = Dealer(p0: sinks.0, p1: sinks.1, random: SecureRandom())
+    let preprocessingSinks = (MemoryKeySink(), MemoryKeySink())
+    let dealer = Dealer(
+        p0: sinks.0, p1: sinks.1, random: SecureRandom(),
+        preprocessing: preprocessing ? (preprocessingSinks.0, preprocessingSinks.1) : nil)
     try dealer.beginWeightMasks(seed: seed)
     _ = try computation(dealer, weights: nil, input: nil)
     let (channel0, channel1) = LocalChannel.pair(timeout: 30)
     let server = Box<Result<Bool, any Error>>()
     let done = DispatchSemaphore(value: 0)
     let serverKeys = sinks.0.bytes
+    let serverPreprocessingKeys = preprocessingSinks.0.bytes
     Thread {
         server.value = Result {
             let context = PartyContext(party: .p0, keys: KeyStreamReader(copying: serverKeys), channel: channel0)
@@ -40,6 +45,11 @@ private func preparedRun(
                 context, channel: channel0,
                 collect: { visit in _ = try computation(WeightCollector(visit: visit), weights: weights, input: nil) },
                 registry: registry)
+            if preprocessing {
+                try context.preprocess(keys: KeyStreamReader(copying: serverPreprocessingKeys)) {
+                    _ = try computation($0, weights: weights, input: nil)
+                }
+            }
             _ = try computation(context, weights: weights, input: nil)
             return sent
         }
@@ -52,6 +62,11 @@ private func preparedRun(
             context, channel: channel1,
             collect: { visit in _ = try computation(WeightCollector(visit: visit), weights: nil, input: nil) },
             cache: cache)
+        if preprocessing {
+            try context.preprocess(keys: KeyStreamReader(copying: preprocessingSinks.1.bytes)) {
+                _ = try computation($0, weights: nil, input: nil)
+            }
+        }
         let before = channel1.statistics
         let output = try computation(context, weights: nil, input: input)
         return (received, output, channel1.statistics.since(before).bytesReceived)
@@ -97,6 +112,26 @@ struct MaskedWeightTests {
         #expect(third.sent && third.output == expected)
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".sigmaw") }
         #expect(files.count == 2)
+    }
+
+    @Test("products with Ŵ prepared before the online phase: the same result and the same online bytes, cached or not")
+    func preparedProducts() throws {
+        var random = SecureRandom()
+        let seed = random.seed()
+        let weights = randomWeights()
+        let input = random.values(15, bits: 40)
+        let expected = try computation(Cleartext(), weights: weights, input: input)
+        for cached in [false, true] {
+            let directory = NSTemporaryDirectory() + "sigma-masked-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let cache = cached ? try MaskedWeightCache(directory: directory) : nil
+            let inline = try preparedRun(seed: seed, weights: weights, input: input, cache: cache, registry: nil)
+            let prepared = try preparedRun(
+                seed: seed, weights: weights, input: input, cache: cache, registry: nil, preprocessing: true)
+            #expect(prepared.output == expected && inline.output == expected)
+            #expect(prepared.onlineBytes == inline.onlineBytes)
+            #expect(prepared.received == !cached)
+        }
     }
 
     @Test("a damaged cache file is dropped and the weights are sent again; no cache means every inference receives")
