@@ -287,16 +287,21 @@ struct ServerWeightTests {
         #expect(runs.p0Statistics.rounds == 3)  // the client's input, Ŵ, the reveal: none for the bias
     }
 
-    @Test("the weight mask costs the server's keys a 16-byte seed and the client's nothing, whatever the size")
+    @Test("weight masks cost the server's keys one 16-byte seed per model and the client's nothing, whatever the size")
     func weightMaskKeys() throws {
         let ring = Ring(bitwidth: 50)
         let (sink0, sink1) = (MemoryKeySink(), MemoryKeySink())
         let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 5))
-        let masks = try dealer.maskServerWeights(nil, count: 100_000, ring: ring)
-        #expect(sink0.bytes.count == 12 + 16 && sink1.bytes.count == 12)  // the gate marker, the seed
-        #expect(Set(masks.shared).count > 99_000 && masks.shared.allSatisfy { $0 <= ring.mask })
-        // The server expands the same mask from its seed.
-        var expander = SecureRandom(expanding: Array(sink0.bytes[12...]))
-        #expect(expander.values(100_000, bits: 50) == masks.shared)
+        let first = try dealer.maskServerWeights(nil, count: 100_000, ring: ring)
+        let second = try dealer.maskServerWeights(nil, count: 50_000, ring: ring)
+        // Gate markers (12 bytes each: the seed's, then one per tensor) and the seed, once.
+        #expect(sink0.bytes.count == 12 + 16 + 2 * 12 && sink1.bytes.count == 3 * 12)
+        #expect(Set(first.shared).count > 99_000 && first.shared.allSatisfy { $0 <= ring.mask })
+        // The server expands the same masks from its seed: stream l for the l-th tensor.
+        let seed = Array(sink0.bytes[12..<28])
+        var stream0 = SecureRandom(expanding: seed, stream: 0)
+        var stream1 = SecureRandom(expanding: seed, stream: 1)
+        #expect(stream0.values(100_000, bits: 50) == first.shared)
+        #expect(stream1.values(50_000, bits: 50) == second.shared)
     }
 }
