@@ -87,16 +87,21 @@ struct MaskedWeightTests {
         return [random.values(20, bits: 40), random.values(16, bits: 40)]
     }
 
+    /// A seed, the server's weights, the client's input and the cleartext result.
+    func scenario(_ random: inout SecureRandom) throws -> ([UInt8], [[UInt64]], [UInt64], [UInt64]?) {
+        let seed = random.seed()
+        let weights = randomWeights()
+        let input = random.values(15, bits: 40)
+        return (seed, weights, input, try computation(Cleartext(), weights: weights, input: input))
+    }
+
     @Test("Ŵ crosses once: a second inference reads the client's cache, and both equal the cleartext result")
     func cacheServesLaterInferences() throws {
         let directory = NSTemporaryDirectory() + "sigma-masked-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cache = try MaskedWeightCache(directory: directory)
         var random = SecureRandom()
-        let seed = random.seed()
-        let weights = randomWeights()
-        let input = random.values(15, bits: 40)
-        let expected = try computation(Cleartext(), weights: weights, input: input)
+        let (seed, weights, input, expected) = try scenario(&random)
         let first = try preparedRun(seed: seed, weights: weights, input: input, cache: cache, registry: nil)
         #expect(first.sent && first.received)
         #expect(first.output == expected)
@@ -140,10 +145,7 @@ struct MaskedWeightTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cache = try MaskedWeightCache(directory: directory)
         var random = SecureRandom()
-        let seed = random.seed()
-        let weights = randomWeights()
-        let input = random.values(15, bits: 40)
-        let expected = try computation(Cleartext(), weights: weights, input: input)
+        let (seed, weights, input, expected) = try scenario(&random)
         #expect(try preparedRun(seed: seed, weights: weights, input: input, cache: cache, registry: nil).sent)
         let file = directory + "/" + (try FileManager.default.contentsOfDirectory(atPath: directory).first!)
         for damage in [
