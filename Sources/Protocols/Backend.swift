@@ -102,8 +102,8 @@ public final class Dealer {
     public let p0: KeyStreamWriter
     public let p1: KeyStreamWriter
     var random: SecureRandom
-    /// The weight-mask seed and the index of the next weight tensor (`ServerWeights.swift`).
-    var weightMasks: (seed: [UInt8], index: UInt64)?
+    /// The weight masks, once begun (`ServerWeights.swift`).
+    var weightMasks: WeightMasks?
     private var currentLayer: LayerKind?
     private var written = (p0: 0, p1: 0)
     /// Key bytes per party by part of the model (`enterLayer` marks the parts).
@@ -175,8 +175,8 @@ public final class PartyContext {
     public let keys: KeyStreamReader
     public let channel: Channel
     private var profile = LayerProfile()
-    /// The weight-mask seed (the server's; empty on the client) and the next weight tensor's index.
-    var weightMasks: (seed: [UInt8], index: UInt64)?
+    /// The weight masks, once begun (the seed is the server's; empty on the client).
+    var weightMasks: WeightMasks?
     var weightDelivery = MaskedWeightDelivery.atGate
     /// This party's shares of the products with the server's weights, computed by `preprocess` (first in, first
     /// out); nil when the products are computed at their gates.

@@ -4,8 +4,8 @@ import Ring
 // The server's weights are masked once per model, not once per inference. The l-th weight tensor a model masks
 // (in the order the model code masks them) gets R_W,l = stream l of a 16-byte weight-mask seed that the dealer and
 // the server share (`SecureRandom(expanding:stream:)`); Ŵ_l = W_l + R_W,l goes to the client either at the gate
-// (an inference run on its own: tests, in-process runs) or once, before the online phase, through
-// `prepareMaskedWeights` — the client keeps Ŵ (a file cache in the command-line tool) and later inferences send no
+// (an inference run on its own: tests, in-process runs) or once, before the online phase (`beginPreparedWeights`,
+// `usePreparedWeights`; the exchange is `Transport/MaskedWeights.swift`) — the client keeps Ŵ (a file cache in the command-line tool) and later inferences send no
 // weights at all. Products with Ŵ (`matmulMaskedWeights`) need only shares of R_X and C = R_X·R_W + R_Z in each
 // inference's keys.
 //
@@ -18,7 +18,8 @@ private let maskWeightsTag = GateTag("MSKW")
 
 /// The server's weights as each backend holds them after `maskServerWeights`.
 public struct MaskedServerWeights: Sendable {
-    /// Ŵ = W + R_W on both parties, R_W on the dealer, W on the cleartext backend.
+    /// Ŵ = W + R_W on both parties, R_W on the dealer, W on the cleartext backend; empty on the parties in an
+    /// online phase whose products with Ŵ were prepared (`PartyContext.preprocess`).
     public let shared: [UInt64]
     /// W on the server and the cleartext backend; nil on the client and the dealer.
     public let own: [UInt64]?
@@ -59,6 +60,26 @@ public protocol MaskedWeightSource: AnyObject {
     func next(count: Int, bits: Int) throws -> [UInt64]
 }
 
+/// The weight-mask seed and the index of the next tensor it masks.
+struct WeightMasks {
+    let seed: [UInt8]
+    private(set) var next: UInt64 = 0
+
+    init(seed: [UInt8]) { self.seed = seed }
+
+    /// The next tensor's index.
+    mutating func take() -> UInt64 {
+        defer { next += 1 }
+        return next
+    }
+
+    /// R_W,l: stream l of the seed, `count` words of the ring.
+    func mask(_ index: UInt64, count: Int, ring: Ring) -> [UInt64] {
+        var expander = SecureRandom(expanding: seed, stream: index)
+        return expander.values(count, bits: ring.bitwidth)
+    }
+}
+
 /// How the client obtains Ŵ_l during the online phase.
 public enum MaskedWeightDelivery {
     /// The server sends Ŵ_l at the gate (one message; an inference on its own).
@@ -82,16 +103,16 @@ extension Dealer {
         precondition(weightMasks == nil, "the weight masks have begun")
         try beginGate(weightSeedTag, count: 1)
         try p0.seed(seed)
-        weightMasks = (seed, 0)
+        weightMasks = WeightMasks(seed: seed)
     }
 
     public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
         if weightMasks == nil { try beginWeightMasks(seed: random.seed()) }
-        guard let (seed, index) = weightMasks.map({ ($0.seed, $0.index) }) else { preconditionFailure("begun above") }
+        guard var masks = weightMasks else { preconditionFailure("begun above") }
         try beginGate(maskWeightsTag, count: count)
-        weightMasks = (seed, index + 1)
-        var expander = SecureRandom(expanding: seed, stream: index)
-        return MaskedServerWeights(shared: expander.values(count, bits: ring.bitwidth), own: nil)
+        let index = masks.take()
+        weightMasks = masks
+        return MaskedServerWeights(shared: masks.mask(index, count: count, ring: ring), own: nil)
     }
 }
 
@@ -100,14 +121,15 @@ extension PartyContext {
     public func beginWeightMasks() throws {
         precondition(weightMasks == nil, "the weight masks have begun")
         try keys.expectGate(weightSeedTag, count: 1)
-        weightMasks = (leads ? try keys.seed() : [], 0)
+        weightMasks = WeightMasks(seed: leads ? try keys.seed() : [])
     }
 
     public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
         if weightMasks == nil { try beginWeightMasks() }
-        guard let (seed, index) = weightMasks.map({ ($0.seed, $0.index) }) else { preconditionFailure("begun above") }
+        guard var masks = weightMasks else { preconditionFailure("begun above") }
         try keys.expectGate(maskWeightsTag, count: count)
-        weightMasks = (seed, index + 1)
+        let index = masks.take()
+        weightMasks = masks
         let bits = ring.bitwidth
         if preparedProducts != nil {
             // The products with Ŵ were prepared; online the server needs only W, the client nothing.
@@ -127,23 +149,20 @@ extension PartyContext {
             return MaskedServerWeights(shared: received, own: nil)
         }
         guard let weights, weights.count == count else { throw ProtocolError.missingInput("\(count) weights") }
-        let masked = Self.maskedWeights(weights, seed: seed, index: index, ring: ring)
+        let masked = Self.maskedWeights(weights, seed: masks.seed, index: index, ring: ring)
         if case .atGate = weightDelivery { try channel.send(BitPacking.pack(masked, bits: bits)) }
         return MaskedServerWeights(shared: masked, own: weights)
     }
 
     /// Ŵ_l = W_l + R_W,l.
     public static func maskedWeights(_ weights: [UInt64], seed: [UInt8], index: UInt64, ring: Ring) -> [UInt64] {
-        var expander = SecureRandom(expanding: seed, stream: index)
-        var masked = expander.values(weights.count, bits: ring.bitwidth)
+        var masked = WeightMasks(seed: seed).mask(index, count: weights.count, ring: ring)
         for i in masked.indices { masked[i] = (masked[i] &+ weights[i]) & ring.mask }
         return masked
     }
 
-    /// The server's side of the delivery before the online phase: calls `send` with Ŵ_l, packed, for every tensor
-    /// the model masks (`weights`, as `WeightCollector` lists them), then serves the online phase without sending
-    /// weights. Reads the weight-mask seed from the keys first; returns it (for the server's binding of seed to
-    /// weights).
+    /// The server's side of a delivery before the online phase: reads the weight-mask seed from the keys and
+    /// returns it (to compute and send Ŵ, `Transport/MaskedWeights.swift`); the online phase then sends no weights.
     public func beginPreparedWeights() throws -> [UInt8] {
         precondition(leads, "the server prepares the masked weights")
         if weightMasks == nil { try beginWeightMasks() }

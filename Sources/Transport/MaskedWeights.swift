@@ -42,21 +42,20 @@ public enum MaskedWeightSetup {
         let tag = try channel.receive()
         guard tag.count == tagSize else { throw MaskedWeightError.protocolViolation }
         var shapes: [(count: Int, bits: Int)] = []
-        if cache != nil { try collect { _, _, count, ring in shapes.append((count, ring.bitwidth)) } }
+        try collect { _, _, count, ring in shapes.append((count, ring.bitwidth)) }
         if let cache, let stored = cache.open(tag: tag, shapes: shapes) {
             try channel.send([1])
             try context.usePreparedWeights(stored)
             return false
         }
         try channel.send([0])
-        var tensors: [(count: Int, bits: Int, packed: [UInt8])] = []
-        try collect { _, _, count, ring in
+        let tensors = try shapes.map { shape -> (count: Int, bits: Int, packed: [UInt8]) in
             let message = try channel.receive()
-            let expected = BitPacking.byteCount(count: count, bits: ring.bitwidth)
+            let expected = BitPacking.byteCount(count: shape.count, bits: shape.bits)
             guard message.count == expected else {
                 throw ProtocolError.malformedMessage(expected: expected, received: message.count)
             }
-            tensors.append((count, ring.bitwidth, message))
+            return (shape.count, shape.bits, message)
         }
         try cache?.store(tensors, tag: tag)
         try context.usePreparedWeights(PackedMaskedWeights(tensors))
