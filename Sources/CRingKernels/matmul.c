@@ -201,3 +201,38 @@ void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint
         scalar_rows(a + k0, k, b + k0 * n, c, kc, n, row_begin, row_end, 0, accumulate);
     }
 }
+
+void sigma_matmul_transposed_columns(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t m, size_t k, size_t n,
+                                     size_t col_begin, size_t col_end) {
+    // Four rows of B against each row of A: A's row stays in L1, B streams once per block of A's rows.
+    enum { ROWS_OF_A = 8 };
+    for (size_t i0 = 0; i0 < m; i0 += ROWS_OF_A) {
+        size_t i1 = i0 + ROWS_OF_A < m ? i0 + ROWS_OF_A : m;
+        size_t j = col_begin;
+        for (; j + 4 <= col_end; j += 4) {
+            const uint64_t *b0 = b + j * k, *b1 = b0 + k, *b2 = b1 + k, *b3 = b2 + k;
+            for (size_t i = i0; i < i1; i++) {
+                const uint64_t *row = a + i * k;
+                uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                for (size_t l = 0; l < k; l++) {
+                    uint64_t x = row[l];
+                    s0 += x * b0[l];
+                    s1 += x * b1[l];
+                    s2 += x * b2[l];
+                    s3 += x * b3[l];
+                }
+                c[i * n + j] = s0;
+                c[i * n + j + 1] = s1;
+                c[i * n + j + 2] = s2;
+                c[i * n + j + 3] = s3;
+            }
+        }
+        for (; j < col_end; j++) {
+            for (size_t i = i0; i < i1; i++) {
+                uint64_t s0 = 0;
+                for (size_t l = 0; l < k; l++) s0 += a[i * k + l] * b[j * k + l];
+                c[i * n + j] = s0;
+            }
+        }
+    }
+}

@@ -3,13 +3,16 @@ import Foundation
 /// Where a model's weights come from: the server's checkpoint, deterministic random weights of the right shapes
 /// (benchmarks of full-size models without their weights), or, for the dealer and the client, nothing but the
 /// shapes, which the config gives.
-public final class WeightSource: @unchecked Sendable {  // immutable after init
+public final class WeightSource: @unchecked Sendable {  // immutable after init; `kept` locks itself
     let checkpoint: Checkpoint?
     let randomSeed: UInt64?
+    /// Tensors loaded once and kept with their encodings (nil on the dealer and the client, who have no values).
+    let kept: KeptWeights?
 
     public init(checkpoint: Checkpoint?) {
         self.checkpoint = checkpoint
         randomSeed = nil
+        kept = checkpoint.map { _ in KeptWeights() }
     }
 
     /// Random weights: norms' γ near 1, biases and β near 0, embeddings N-like with scale 0.02, matrices uniform in
@@ -17,6 +20,7 @@ public final class WeightSource: @unchecked Sendable {  // immutable after init
     public init(randomSeed: UInt64) {
         checkpoint = nil
         self.randomSeed = randomSeed
+        kept = KeptWeights()
     }
 
     func random(_ name: String, count: Int, scale: Float, offset: Float = 0) -> [Float] {
@@ -30,34 +34,46 @@ public final class WeightSource: @unchecked Sendable {  // immutable after init
 
     /// A vector of `count` values (the first `count` of the tensor: position tables are cut to the prompt).
     func vector(_ name: String, count: Int) throws -> WeightVector {
+        guard let kept else { return WeightVector(nil, count: count) }
+        return try kept.vector("\(name)#\(count)", count: count) { try load(name, count: count) }
+    }
+
+    private func load(_ name: String, count: Int) throws -> [Float] {
         if randomSeed != nil {
             let norm = name.contains("norm") || name.contains("ln_") || name.contains("LayerNorm")
-            if norm && name.hasSuffix("weight") {
-                return WeightVector(random(name, count: count, scale: 0.1, offset: 1), count: count)
-            }
-            return WeightVector(random(name, count: count, scale: name.hasSuffix("bias") ? 0.02 : 0.04), count: count)
+            if norm && name.hasSuffix("weight") { return random(name, count: count, scale: 0.1, offset: 1) }
+            return random(name, count: count, scale: name.hasSuffix("bias") ? 0.02 : 0.04)
         }
-        guard let checkpoint else { return WeightVector(nil, count: count) }
+        guard let checkpoint else { preconditionFailure("no values without a checkpoint or a seed") }
         let values = try checkpoint.floats(name)
         guard values.count >= count else {
             throw CheckpointError.malformed(path: name, why: "fewer than \(count) values")
         }
-        return WeightVector(values.count == count ? values : Array(values.prefix(count)), count: count)
+        return values.count == count ? values : Array(values.prefix(count))
     }
 
     enum Layout { case inputsByOutputs, outputsByInputs }
 
     /// A linear layer stored [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear), as y = x·W (+ b).
     func linear(_ name: String, bias: String?, inputs: Int, outputs: Int, layout: Layout) throws -> LinearLayer {
+        guard let kept else {
+            return LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: bias != nil)
+        }
+        return try kept.linear(name, count: inputs * outputs + outputs) { keep in
+            try load(name, bias: bias, inputs: inputs, outputs: outputs, layout: layout, keepEncodings: keep)
+        }
+    }
+
+    private func load(
+        _ name: String, bias: String?, inputs: Int, outputs: Int, layout: Layout, keepEncodings: Bool
+    ) throws -> LinearLayer {
         if randomSeed != nil {
             return LinearLayer(
                 inputs: inputs, outputs: outputs,
                 weights: random(name, count: inputs * outputs, scale: 1 / Float(inputs).squareRoot()),
-                bias: bias.map { random($0, count: outputs, scale: 0.02) })
+                bias: bias.map { random($0, count: outputs, scale: 0.02) }, keepEncodings: keepEncodings)
         }
-        guard let checkpoint else {
-            return LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: bias != nil)
-        }
+        guard let checkpoint else { preconditionFailure("no values without a checkpoint or a seed") }
         let stored = try checkpoint.floats(
             name, shape: layout == .inputsByOutputs ? [inputs, outputs] : [outputs, inputs])
         let weights =
@@ -65,7 +81,52 @@ public final class WeightSource: @unchecked Sendable {  // immutable after init
             ? stored : (0..<(inputs * outputs)).map { stored[($0 % outputs) * inputs + $0 / outputs] }
         return LinearLayer(
             inputs: inputs, outputs: outputs, weights: weights,
-            bias: try bias.map { try checkpoint.floats($0, shape: [outputs]) })
+            bias: try bias.map { try checkpoint.floats($0, shape: [outputs]) }, keepEncodings: keepEncodings)
+    }
+}
+
+/// The server's weight tensors, loaded (read and converted, or generated) once and kept with their fixed-point
+/// encodings while they fit a budget: the server runs the model's code before the online phase (range
+/// certificate, weights tag, preprocessing), so the online phase then finds every kept tensor ready. Tensors past
+/// the budget (a model larger than a quarter of this machine's memory) are loaded at each use, as before.
+final class KeptWeights: @unchecked Sendable {  // mutable state only under `lock`
+    private let lock = NSLock()
+    /// Bytes a kept tensor may hold: 4 per float and 8 per encoding (one ring).
+    static let bytesPerValue = 12
+    private let budget: Int
+    private var used = 0
+    private var vectors: [String: WeightVector] = [:]
+    private var layers: [String: LinearLayer] = [:]
+
+    init(budget: Int = Int(clamping: ProcessInfo.processInfo.physicalMemory / 4)) {
+        self.budget = budget
+    }
+
+    /// Whether `count` more values fit; if so they are counted as kept.
+    private func reserve(_ count: Int) -> Bool {
+        guard used + count * Self.bytesPerValue <= budget else { return false }
+        used += count * Self.bytesPerValue
+        return true
+    }
+
+    func vector(_ key: String, count: Int, load: () throws -> [Float]) throws -> WeightVector {
+        lock.lock()
+        defer { lock.unlock() }
+        if let vector = vectors[key] { return vector }
+        let keep = reserve(count)
+        let vector = WeightVector(try load(), count: count, keepEncodings: keep)
+        if keep { vectors[key] = vector }
+        return vector
+    }
+
+    func linear(_ key: String, count: Int, load: (_ keep: Bool) throws -> LinearLayer) throws -> LinearLayer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let layer = layers[key] { return layer }
+        let keep = reserve(count)
+        let layer = try load(keep)
+        if keep { layers[key] = layer }
+        return layer
     }
 }
 

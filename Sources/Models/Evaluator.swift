@@ -1,3 +1,4 @@
+import Foundation
 import Protocols
 import Ring
 
@@ -9,8 +10,14 @@ public struct LinearLayer: Sendable {
     public let weights: [Float]?
     public let bias: [Float]?
     public let hasBias: Bool
+    /// Kept encodings of W and b, for a layer a `WeightSource` keeps (nil: encode at every use).
+    let encodings: (weights: WeightEncodings, bias: WeightEncodings)?
 
     public init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?, hasBias: Bool? = nil) {
+        self.init(inputs: inputs, outputs: outputs, weights: weights, bias: bias, hasBias: hasBias, keepEncodings: false)
+    }
+
+    init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?, hasBias: Bool? = nil, keepEncodings: Bool) {
         precondition(weights.map { $0.count == inputs * outputs } ?? true, "weights must be inputs × outputs")
         precondition(bias.map { $0.count == outputs } ?? true, "one bias per output")
         self.inputs = inputs
@@ -18,11 +25,22 @@ public struct LinearLayer: Sendable {
         self.weights = weights
         self.bias = bias
         self.hasBias = hasBias ?? (bias != nil)
+        encodings = keepEncodings ? (WeightEncodings(), WeightEncodings()) : nil
     }
 
     /// The same layer without its values, as the dealer and the client see it.
     public var shapeOnly: LinearLayer {
         LinearLayer(inputs: inputs, outputs: outputs, weights: nil, bias: nil, hasBias: hasBias)
+    }
+
+    /// W in fixed point (nil without the values).
+    func encodedWeights(_ ring: Ring) -> [UInt64]? {
+        weights.map { encodings?.weights.encoded($0, ring) ?? ring.encode($0) }
+    }
+
+    /// b in fixed point (nil without the values).
+    func encodedBias(_ ring: Ring) -> [UInt64]? {
+        bias.map { encodings?.bias.encoded($0, ring) ?? ring.encode($0) }
     }
 }
 
@@ -30,9 +48,39 @@ public struct LinearLayer: Sendable {
 public struct WeightVector: Sendable {
     public let values: [Float]?
     public let count: Int
+    /// Kept encodings, for a vector a `WeightSource` keeps (nil: encode at every use).
+    let encodings: WeightEncodings?
+
     public init(_ values: [Float]?, count: Int) {
+        self.init(values, count: count, keepEncodings: false)
+    }
+
+    init(_ values: [Float]?, count: Int, keepEncodings: Bool) {
         self.values = values
         self.count = count
+        encodings = keepEncodings ? WeightEncodings() : nil
+    }
+
+    /// The values in fixed point (nil without them).
+    func encoded(_ ring: Ring) -> [UInt64]? {
+        values.map { encodings?.encoded($0, ring) ?? ring.encode($0) }
+    }
+}
+
+/// One weight tensor's fixed-point encodings, made once per ring and kept beside its floats: the server runs the
+/// model's code several times per inference (the weights tag, the preprocessing pass, the online phase), and
+/// encoding GPT-2's 124 M weights each time cost ≈ 1 s of the online phase.
+final class WeightEncodings: @unchecked Sendable {  // `byRing` only under `lock`
+    private let lock = NSLock()
+    private var byRing: [Ring: [UInt64]] = [:]
+
+    func encoded(_ values: [Float], _ ring: Ring) -> [UInt64] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let kept = byRing[ring] { return kept }
+        let words = ring.encode(values)
+        byRing[ring] = words
+        return words
     }
 }
 
@@ -148,9 +196,9 @@ public final class RingEvaluator<Backend: RingBackend>: Evaluator {
     public func linear(_ x: RingTensor, _ layer: LinearLayer, rows: Int) throws -> RingTensor {
         backend.enterLayer(.matmul)
         let (k, n) = (layer.inputs, layer.outputs)
-        let weights = try backend.maskServerWeights(layer.weights.map { ring.encode($0) }, count: k * n, ring: ring)
+        let weights = try backend.maskServerWeights(layer.encodedWeights(ring), count: k * n, ring: ring)
         // The bias (at scale 2f) joins the server's share of the product: no round, no key.
-        let bias = layer.hasBias ? layer.bias.map { doubled.encode($0) } : nil
+        let bias = layer.hasBias ? layer.encodedBias(doubled) : nil
         if layer.hasBias, layer.weights != nil, bias == nil { throw ProtocolError.missingInput("the bias") }
         let product = try backend.matmulMaskedWeights(x, weights, m: rows, k: k, n: n, bias: bias)
         backend.enterLayer(.truncation)

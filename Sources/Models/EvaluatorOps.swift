@@ -162,7 +162,7 @@ extension RingEvaluator {
     public func serverTable(_ table: WeightVector, width: Int) throws -> MaskedServerWeights {
         backend.enterLayer(.embedding)
         return try backend.maskServerWeights(
-            table.values.map { ring.encode($0) }, count: table.count, ring: ring)
+            table.encoded(ring), count: table.count, ring: ring)
     }
 
     public func addServerRows(_ x: RingTensor, _ rows: WeightVector, width: Int) throws -> RingTensor {

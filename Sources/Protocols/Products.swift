@@ -91,7 +91,7 @@ extension Cleartext {
     public func matmulMaskedWeights(
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor {
-        var product = RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n)
+        var product = w.product(x.values, w.shared, m: m, k: k, n: n)
         if let bias { for i in product.indices { product[i] = (product[i] &+ bias[i % n]) & x.ring.mask } }
         return RingTensor(ring: x.ring, shape: [m, n], values: product)
     }
@@ -111,7 +111,7 @@ extension Dealer {
         }
         let outputMask = randomWords(m * n, ring: ring)
         try share(x.values, bits: ring.bitwidth, to: preprocessing)
-        let product = RingMatrix.multiply(x.values, w.shared, m: m, k: k, n: n)
+        let product = w.product(x.values, w.shared, m: m, k: k, n: n)
         try share(zip(product, outputMask).map { ($0 &+ $1) & ring.mask }, bits: ring.bitwidth, to: preprocessing)
         return RingTensor(ring: ring, shape: [m, n], values: outputMask)
     }
@@ -128,7 +128,7 @@ extension PartyContext {
             try keys.expectGate(preparedMatmulTag, count: m * n)
             var share = try takePreparedProduct(count: m * n)
             if let own = w.own {
-                let direct = RingMatrix.multiply(x.values, own, m: m, k: k, n: n)
+                let direct = w.product(x.values, own, m: m, k: k, n: n)
                 for i in share.indices { share[i] = (share[i] &+ direct[i] &+ (bias?[i % n] ?? 0)) & ring.mask }
             }
             return RingTensor(ring: ring, shape: [m, n], values: try reconstruct(share, bits: bits))
@@ -136,8 +136,8 @@ extension PartyContext {
         try keys.expectGate(serverMatmulTag, count: m * n)
         let maskShares = try keys.words(x.count, bits: bits)
         let c = try keys.words(m * n, bits: bits)
-        let masked = RingMatrix.multiply(maskShares, w.shared, m: m, k: k, n: n)
-        let direct = w.own.map { RingMatrix.multiply(x.values, $0, m: m, k: k, n: n) }
+        let masked = w.product(maskShares, w.shared, m: m, k: k, n: n)
+        let direct = w.own.map { w.product(x.values, $0, m: m, k: k, n: n) }
         let ownBias = leads ? bias : nil
         let share = (0..<(m * n)).map { i in
             ((direct?[i] ?? 0) &+ (ownBias?[i % n] ?? 0) &- masked[i] &+ c[i]) & ring.mask

@@ -23,33 +23,31 @@ public struct MaskedServerWeights: Sendable {
     public let shared: [UInt64]
     /// W on the server and the cleartext backend; nil on the client and the dealer.
     public let own: [UInt64]?
+    /// Whether `shared` and `own` hold the transpose of the matrix this value stands for (after `transposed`).
+    public let isStoredTransposed: Bool
 
     public init(shared: [UInt64], own: [UInt64]?) {
+        self.init(shared: shared, own: own, isStoredTransposed: false)
+    }
+
+    init(shared: [UInt64], own: [UInt64]?, isStoredTransposed: Bool) {
         self.shared = shared
         self.own = own
+        self.isStoredTransposed = isStoredTransposed
     }
 
     /// The same weights transposed (rows × columns → columns × rows): masks transpose with the values, so this is
-    /// local on every backend.
+    /// local on every backend — and free: the values stay where they are and products read them transposed.
     public func transposed(rows: Int, columns: Int) -> MaskedServerWeights {
-        func transpose(_ values: [UInt64]) -> [UInt64] {
-            precondition(values.count == rows * columns)
-            var out = [UInt64](repeating: 0, count: values.count)
-            values.withUnsafeBufferPointer { source in
-                out.withUnsafeMutableBufferPointer { target in
-                    // Blocks of 64 × 64 keep both sides in cache.
-                    for r0 in stride(from: 0, to: rows, by: 64) {
-                        for c0 in stride(from: 0, to: columns, by: 64) {
-                            for r in r0..<min(r0 + 64, rows) {
-                                for c in c0..<min(c0 + 64, columns) { target[c * rows + r] = source[r * columns + c] }
-                            }
-                        }
-                    }
-                }
-            }
-            return out
-        }
-        return MaskedServerWeights(shared: shared.isEmpty ? [] : transpose(shared), own: own.map(transpose))
+        precondition(shared.isEmpty || shared.count == rows * columns, "the shape must match the weights")
+        return MaskedServerWeights(shared: shared, own: own, isStoredTransposed: !isStoredTransposed)
+    }
+
+    /// A · V for A [m×k] and V = `shared` or `own` as the k×n matrix this value stands for.
+    public func product(_ a: [UInt64], _ values: [UInt64], m: Int, k: Int, n: Int) -> [UInt64] {
+        isStoredTransposed
+            ? RingMatrix.multiply(a, transposed: values, m: m, k: k, n: n)
+            : RingMatrix.multiply(a, values, m: m, k: k, n: n)
     }
 }
 
@@ -246,7 +244,7 @@ final class ProductPreprocessor: WeightCollector {
         try keys.expectGate(preparedMatmulTag, count: m * n)
         let maskShares = try keys.words(m * k, bits: ring.bitwidth)
         var share = try keys.words(m * n, bits: ring.bitwidth)
-        let masked = RingMatrix.multiply(maskShares, w.shared, m: m, k: k, n: n)
+        let masked = w.product(maskShares, w.shared, m: m, k: k, n: n)
         for i in share.indices { share[i] = (share[i] &- masked[i]) & ring.mask }
         products.append(share)
         return try super.matmulMaskedWeights(x, w, m: m, k: k, n: n, bias: bias)

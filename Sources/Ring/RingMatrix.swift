@@ -61,6 +61,43 @@ public enum RingMatrix {
         return c
     }
 
+    /// C = A · Bᵀ for A m×k and B stored n×k (row-major, wrapping mod 2^64): a product with a transposed operand
+    /// (a tied output layer's table) without materialising the transposition. Columns of C are split across threads.
+    public static func multiply(_ a: [UInt64], transposed b: [UInt64], m: Int, k: Int, n: Int, threads: Int? = nil)
+        -> [UInt64]
+    {
+        precondition(a.count == m * k && b.count == n * k, "operand sizes must match the shapes")
+        var c = [UInt64](repeating: 0, count: m * n)
+        guard m > 0 && n > 0 else { return c }
+        let workers = (m * k * n) >= (1 << 20) ? max(1, threads ?? defaultThreads) : 1
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    let pointers = Pointers(a: pa.baseAddress!, b: pb.baseAddress!, c: pc.baseAddress!)
+                    let columnBlock = max(64, (n + workers * 4 - 1) / (workers * 4))
+                    let blocks = (n + columnBlock - 1) / columnBlock
+                    let run: @Sendable (Int) -> Void = { block in
+                        sigma_matmul_transposed_columns(
+                            pointers.a, pointers.b, pointers.c, m, k, n, block * columnBlock,
+                            min((block + 1) * columnBlock, n))
+                    }
+                    if workers == 1 {
+                        for block in 0..<blocks { run(block) }
+                    } else {
+                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            var block = worker
+                            while block < blocks {
+                                run(block)
+                                block += workers
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return c
+    }
+
     /// Operand pointers handed to worker threads, which write disjoint rows of C.
     private struct Pointers: @unchecked Sendable {
         let a: UnsafePointer<UInt64>

@@ -158,8 +158,16 @@ enum Roles {
         return seconds(since: start)
     }
 
+    /// Matrix products on every core by default (`--threads T`): online, the products with the server's weights are
+    /// the server's alone (the client waits for their reveal), so the server should not leave a core idle.
+    static func useThreads(_ options: Options) {
+        RingMatrix.defaultThreads = options.integer(
+            "--threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)
+    }
+
     /// `sigma server --keys FILE [--model DIR --tokens T] --port P`: serves one inference; prints only statistics.
     static func server(_ options: Options) throws {
+        useThreads(options)
         let job = Job(options)
         let credentials = try credentials(options, as: .server)
         // Loaded once: checked here, before anything listens, and run below.
@@ -213,6 +221,7 @@ enum Roles {
     /// `sigma client --keys FILE --connect HOST:PORT [--model DIR --tokens T --ids i,…] [--input v,…] [--json]`:
     /// runs one inference and prints the output (for a model: the last position's top tokens).
     static func client(_ options: Options) throws {
+        useThreads(options)
         let job = Job(options)
         let credentials = try credentials(options, as: .client)
         // The input is checked before the keys are opened: opening spends them.

@@ -24,10 +24,12 @@ let usage = """
                                     write DIR/server.key and DIR/client.key for one inference (the server's
                                     weight masks stay the same for a model until the epoch changes)
       server --keys FILE --credentials FILE [--host ADDR] [--port P] [--timeout S] [--weight-registry F]
+             [--threads T]
                                     serve one inference (P0, holds the weights); prints only statistics;
                                     one set of weights per weight-mask seed (F, default CREDENTIALS.weights)
       client --keys FILE --credentials FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
-             [--weights-cache DIR]  run one inference (P1, holds the input) and print the output; the
+             [--weights-cache DIR] [--threads T]
+                                    run one inference (P1, holds the input) and print the output; the
                                     server's masked weights come once per model and are kept in DIR
                                     (TLS 1.3 between the parties and MAC-checked key files; the three roles
                                     take --insecure-transport instead of --credentials to run without them;
@@ -91,7 +93,7 @@ do {
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
                     "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
-                    "--blocks", "--credentials", "--weight-registry",
+                    "--blocks", "--credentials", "--weight-registry", "--threads",
                 ]))
     case "client":
         try Roles.client(
@@ -99,7 +101,7 @@ do {
                 arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
-                    "--truncation", "--blocks", "--credentials", "--weights-cache",
+                    "--truncation", "--blocks", "--credentials", "--weights-cache", "--threads",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(

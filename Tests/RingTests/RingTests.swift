@@ -94,4 +94,24 @@ struct MatrixTests {
             }
         }
     }
+
+    @Test("A·Bᵀ with B stored transposed equals the triple loop on the transposition, on one and two threads")
+    func transposedOperand() {
+        var state: UInt64 = 777
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state
+        }
+        // Column counts around the 4-column step and the thread split; m = 1 is a tied output layer's last row.
+        for (m, k, n) in [(1, 1, 1), (1, 7, 3), (3, 5, 4), (9, 17, 33), (1, 768, 1029), (12, 64, 4099), (2, 0, 5)] {
+            let a = (0..<(m * k)).map { _ in next() }
+            let stored = (0..<(n * k)).map { _ in next() }  // n × k
+            let b = (0..<(k * n)).map { index in stored[(index % n) * k + index / n] }  // its k × n transposition
+            for threads in [1, 2] {
+                #expect(
+                    RingMatrix.multiply(a, transposed: stored, m: m, k: k, n: n, threads: threads)
+                        == naive(a, b, m: m, k: k, n: n), "\(m)×\(k)×\(n) on \(threads) threads")
+            }
+        }
+    }
 }

@@ -24,6 +24,11 @@ sigma_matmul_kernel sigma_matmul_best(void);
 void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
                        size_t n, size_t row_begin, size_t row_end);
 
+/// Columns [col_begin, col_end) of C = A·Bᵀ mod 2^64 for B stored n×k (A m×k, C m×n, row-major, those columns of
+/// C overwritten): a transposed operand without the transposition — each entry is a dot product of two rows.
+void sigma_matmul_transposed_columns(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t m, size_t k, size_t n,
+                                     size_t col_begin, size_t col_end);
+
 #ifdef __cplusplus
 }
 #endif
