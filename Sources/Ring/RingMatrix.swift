@@ -33,8 +33,11 @@ public enum RingMatrix {
             b.withUnsafeBufferPointer { pb in
                 c.withUnsafeMutableBufferPointer { pc in
                     let pointers = Pointers(a: pa.baseAddress!, b: pb.baseAddress!, c: pc.baseAddress!)
-                    // Work items: (product, block of rows), at least 8 rows each.
-                    let rowBlock = max(8, (m + workers * 4 - 1) / (workers * 4))
+                    // Work items: (product, block of rows), at least 8 rows each. Past 4096 terms every item streams
+                    // all of B from memory (the embedding's table is 309 MB), so there each worker takes one block.
+                    let rowBlock =
+                        k > 4096
+                        ? (m + workers - 1) / workers : max(8, (m + workers * 4 - 1) / (workers * 4))
                     let blocks = (m + rowBlock - 1) / rowBlock
                     let items = batch * blocks
                     let run: @Sendable (Int) -> Void = { (item: Int) in

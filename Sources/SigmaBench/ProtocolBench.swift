@@ -85,12 +85,21 @@ public enum ProtocolBenchmark {
         progress(
             "matmul: \(String(format: "%.1f", one)) GMAC/s on one core, \(String(format: "%.1f", all)) on \(options.threads)"
         )
+        // GPT-2's one-hot embedding product (a 309 MB operand, far past the caches) and its tied output layer
+        // (the same table read transposed, one row of activations), on all cores: the server's online products.
+        let embedding = matmulGMACs(m: 128, k: 50257, n: 768, threads: options.threads, repetitions: 2)
+        let outputLayer = matmulGMACs(m: 1, k: 768, n: 50257, threads: options.threads, transposed: true)
+        progress(
+            "GPT-2 embedding 128×50257×768: \(String(format: "%.1f", embedding)) GMAC/s; output layer "
+                + "1×768×50257ᵀ: \(String(format: "%.1f", outputLayer)) GMAC/s, on \(options.threads)")
         return .object([
             ("ring", .string("n=\(options.bitwidth) f=\(options.scale)")),
             ("protocols", .object(results)),
             ("matmul_kernel", .string(MatmulKernel.best.description)),
             ("matmul_gmacs_1core", .number((one * 100).rounded() / 100)),
             ("matmul_gmacs_all_cores", .number((all * 100).rounded() / 100)),
+            ("matmul_gmacs_gpt2_embedding_all_cores", .number((embedding * 100).rounded() / 100)),
+            ("matmul_gmacs_gpt2_output_layer_all_cores", .number((outputLayer * 100).rounded() / 100)),
             ("threads", .integer(options.threads)),
         ])
     }
@@ -153,11 +162,18 @@ public enum ProtocolBenchmark {
             keyBytes: (keys0.count, keys1.count))
     }
 
-    static func matmulGMACs(m: Int, k: Int, n: Int, threads: Int) -> Double {
+    static func matmulGMACs(
+        m: Int, k: Int, n: Int, threads: Int, repetitions: Int = 5, transposed: Bool = false
+    ) -> Double {
         var random = SecureRandom(insecureTestSeed: 4)
         let a = random.values(m * k, bits: 64)
         let b = random.values(k * n, bits: 64)
-        let best = bestOf(5) { consume(RingMatrix.multiply(a, b, m: m, k: k, n: n, threads: threads)) }
+        let best = bestOf(repetitions) {
+            consume(
+                transposed
+                    ? RingMatrix.multiply(a, transposed: b, m: m, k: k, n: n, threads: threads)
+                    : RingMatrix.multiply(a, b, m: m, k: k, n: n, threads: threads))
+        }
         return Double(m * k * n) / best / 1e9
     }
 }
