@@ -194,13 +194,14 @@ extension RingEvaluator {
         return try backend.layerNorm(
             x, rowLength: width, gamma: try serverInput(gamma.values, count: width),
             beta: try serverInput(beta.values, count: width, scale: doubled), epsilon: epsilon,
-            gapMean: truncation == .gap)
+            certified: truncation == .gap)
     }
 
     public func rmsNorm(_ x: RingTensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> RingTensor {
         backend.enterLayer(.norm)
         return try backend.rmsNorm(
-            x, rowLength: width, gamma: try serverInput(gamma.values, count: width), epsilon: epsilon)
+            x, rowLength: width, gamma: try serverInput(gamma.values, count: width), epsilon: epsilon,
+            certified: truncation == .gap)
     }
 
     public func gelu(_ x: RingTensor) throws -> RingTensor {

@@ -97,17 +97,32 @@ public final class RangeEvaluator: Evaluator {
     public func layerNorm(_ x: Tensor, width: Int, gamma: WeightVector, beta: WeightVector, epsilon: Double) throws
         -> Tensor
     {
-        // The mean's truncated value: Σx at scale f (a shift by log2 k) or Σx·⌊2^f/k⌋ at scale 2f; in the units of
-        // a scale-2f product, k·max|x|/2^f or max|x|.
+        // The mean's truncated value: Σx at scale f (a shift by log2 k) or Σx·2^{f+6}/k at scale 2f + 6
+        // (`RingBackend.meanExtraBits`, certified); in the units of a scale-2f product, k·max|x|/2^f or
+        // max|x|·2^6.
         let largest = x.max() ?? 0
-        record([width & (width - 1) == 0 ? Double(width) * largest / Double(1 << scale) : largest])
+        record([width & (width - 1) == 0 ? Double(width) * largest / Double(1 << scale) : largest * 64])
         let root = Double(width).squareRoot() * 1.01
-        return zip(try absolute(gamma.values, "γ"), try absolute(beta.values, "β")).map { $0 * root + $1 }
+        let gammas = try absolute(gamma.values, "γ")
+        let output = zip(gammas, try absolute(beta.values, "β")).map { $0 * root + $1 }
+        recordNormalization(centered: 2 * largest, gammas: gammas, output: output)
+        return output
     }
 
     public func rmsNorm(_ x: Tensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> Tensor {
         let root = Double(width).squareRoot() * 1.01
-        return try absolute(gamma.values, "γ").map { $0 * root }
+        let gammas = try absolute(gamma.values, "γ")
+        let output = gammas.map { $0 * root }
+        recordNormalization(centered: x.max() ?? 0, gammas: gammas, output: output)
+        return output
+    }
+
+    /// The certified norm's tail (`RingBackend.normalize`): z·γ at scale 2f (|z| ≤ `centered`) must not wrap, and
+    /// z·t·γ + β at scale 3f, truncated by 2f, must lie in the gap — in the units of a scale-2f product, a bound
+    /// B·2^f on the output.
+    func recordNormalization(centered: Double, gammas: [Double], output: [Double]) {
+        record(gammas.map { centered * $0 })
+        record(output.map { $0 * Double(1 << scale) })
     }
 
     public func gelu(_ x: Tensor) throws -> Tensor { x.map { max($0, 0.2) } }

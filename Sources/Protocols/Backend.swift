@@ -73,6 +73,10 @@ public protocol RingBackend: AnyObject {
     func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
     /// Σ x² over rows of `k`, revealed per row only (`Norms.swift`).
     func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor
+    /// Σ x² over rows of `k` (as `sumOfSquares`) and x ⊙ y (as `mul`), revealed in one round (`Norms.swift`).
+    func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    )
     /// 1/√v from the 13-bit float form of v, 1 ≤ v < 2^{n−1} (`Norms.swift`).
     func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor
     /// x to the client alone: the client gets the values, everyone else nil.

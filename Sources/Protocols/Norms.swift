@@ -38,6 +38,12 @@ extension Cleartext {
         return RingTensor(ring: x.ring, shape: [rows], values: sums)
     }
 
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        (try sumOfSquares(x, rowLength: k), try mul(x, y))
+    }
+
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         let n = v.ring.bitwidth
         let values = v.values.map { value -> UInt64 in
@@ -64,6 +70,13 @@ extension Dealer {
                 (0..<k).reduce(outputMasks[row]) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & ring.mask
             }, bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: [rows], values: outputMasks)
+    }
+
+    /// The sum-of-squares gate's keys, then the mul gate's: the parties reveal both in one message.
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        (try sumOfSquares(x, rowLength: k), try mul(x, y))
     }
 
     /// 1/√ from the 13-bit float form (see `PartyContext.reciprocalSqrt`), for 1 ≤ v < 2^{n−1}.
@@ -107,12 +120,33 @@ extension Dealer {
 
 extension PartyContext {
     public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
+        RingTensor(
+            ring: x.ring, shape: [x.count / k],
+            values: try reconstruct(sumOfSquaresShares(x, rowLength: k), bits: x.ring.bitwidth))
+    }
+
+    /// Both gates' shares, one message.
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        let bits = x.ring.bitwidth
+        let squares = try sumOfSquaresShares(x, rowLength: k)
+        let product = try mulShares(x, y)
+        let revealed = try reconstructMany([(squares, bits), (product, bits)])
+        return (
+            RingTensor(ring: x.ring, shape: [x.count / k], values: revealed[0]),
+            RingTensor(ring: x.ring, shape: x.shape, values: revealed[1])
+        )
+    }
+
+    /// This party's share of Σ x² + r_out per row (the gate without its reveal).
+    func sumOfSquaresShares(_ x: RingTensor, rowLength k: Int) throws -> [UInt64] {
         let ring = x.ring
         let rows = x.count / k
         try keys.expectGate(sumOfSquaresTag, count: x.count)
         let masks = try keys.words(x.count, bits: ring.bitwidth)
         let constant = try keys.words(rows, bits: ring.bitwidth)
-        let shares = (0..<rows).map { row -> UInt64 in
+        return (0..<rows).map { row -> UInt64 in
             var sum = constant[row]
             for j in 0..<k {
                 let xh = x.values[row * k + j]
@@ -120,7 +154,6 @@ extension PartyContext {
             }
             return sum & ring.mask
         }
-        return RingTensor(ring: ring, shape: [rows], values: try reconstruct(shares, bits: ring.bitwidth))
     }
 
     /// 1/√v in six rounds:
@@ -198,13 +231,13 @@ extension PartyContext {
 }
 
 extension RingBackend {
-    /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by a faithful ARS, z = x − μ, s = Σ z² (revealed per row),
-    /// t = 1/√(s/k) from the 13-bit float form, q = GapARS(z·t), then GapARS(q·γ + β) with γ at scale f and β at
-    /// scale 2f. x, γ, β at scale f in n bits. `gapMean` takes μ by GapARS (2 exchanges instead of 4) where a range
-    /// certificate shows the row sums inside the gap.
+    /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by an ARS, z = x − μ, s = Σ z² (revealed per row),
+    /// t = 1/√(s/k) from the 13-bit float form, then z·t·γ + β (see `normalize`). x, γ at scale f, β at scale 2f, in
+    /// n bits. `certified`: a range certificate bounds the row sums and the output (`RangeEvaluator`), so μ is
+    /// taken by GapARS (2 exchanges instead of 4) and the output by the three-round tail of `normalize`.
     public func layerNorm(
         _ x: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor, epsilon: Double = 0,
-        gapMean: Bool = false
+        certified: Bool = false
     ) throws -> RingTensor {
         let ring = x.ring
         let f = ring.scale
@@ -214,35 +247,62 @@ extension RingBackend {
         let rowSums = RingTensor(ring: ring, shape: [rows], values: sums)
         let mean: RingTensor
         if k & (k - 1) == 0 {
-            mean = try arithmeticShift(rowSums, by: k.trailingZeroBitCount, gap: gapMean)
+            mean = try arithmeticShift(rowSums, by: k.trailingZeroBitCount, gap: certified)
         } else {
-            mean = try arithmeticShift(multiply(rowSums, byConstant: UInt64((1 << f) / k)), by: f, gap: gapMean)
+            // SIGMA multiplies by ⌊2^f/k⌋, which is 6 % off at k = 768 (5/4096 for 1/768): a constant row would
+            // not even map to β. The constant here carries e more bits, rounded: 0.1 % at k = 768 with e = 6.
+            let extra = Self.meanExtraBits(ring: ring, certified: certified)
+            let reciprocal = UInt64((Double(1 << UInt64(f + extra)) / Double(k)).rounded())
+            mean = try arithmeticShift(multiply(rowSums, byConstant: reciprocal), by: f + extra, gap: certified)
         }
         let z = subtract(x, broadcastRows(mean, rowLength: k))
-        return try normalize(z, rowLength: k, gamma: gamma, beta: beta, epsilon: epsilon)
+        return try normalize(z, rowLength: k, gamma: gamma, beta: beta, epsilon: epsilon, certified: certified)
+    }
+
+    /// The extra bits e of LayerNorm's 2^{f+e}/k for a row length k that is not a power of two. The product
+    /// Σx·2^{f+e}/k holds μ at scale 2f + e: certified, the range certificate bounds it (`RangeEvaluator`
+    /// records |μ|·2^e, which for GPT-2's random weights stays under its largest product at e = 6); uncertified,
+    /// e leaves |μ| < 2^{n−2−2f−e} ≥ 2^{12} representable.
+    public static func meanExtraBits(ring: Ring, certified: Bool) -> Int {
+        certified ? 6 : max(0, min(6, ring.bitwidth - 2 * ring.scale - 14))
     }
 
     /// RMSNorm: LayerNorm without the mean and without β.
-    public func rmsNorm(_ x: RingTensor, rowLength k: Int, gamma: RingTensor, epsilon: Double = 0) throws -> RingTensor
-    {
-        try normalize(x, rowLength: k, gamma: gamma, beta: nil, epsilon: epsilon)
+    public func rmsNorm(
+        _ x: RingTensor, rowLength k: Int, gamma: RingTensor, epsilon: Double = 0, certified: Bool = false
+    ) throws -> RingTensor {
+        try normalize(x, rowLength: k, gamma: gamma, beta: nil, epsilon: epsilon, certified: certified)
     }
 
-    func normalize(_ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?, epsilon: Double) throws
-        -> RingTensor
-    {
+    /// z·t·γ + β with t = 1/√(Σz²/k + ε). Uncertified (SIGMA's order): q = GapARS(z·t), then GapARS(q·γ + β):
+    /// six rounds after t. Certified (ours): z·γ is revealed in the same message as Σz² (neither depends on the
+    /// other), so after t only GapARS_{2f}(z·γ·t + β·2^f) is left — three rounds after t instead of six, and one
+    /// truncation instead of two. Its value at scale 3f must lie in the gap, |z·t·γ + β| < 2^{n−2−3f}, and z·γ at
+    /// scale 2f must not wrap: the range certificate bounds both (`RangeEvaluator.layerNorm`).
+    func normalize(
+        _ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?, epsilon: Double, certified: Bool
+    ) throws -> RingTensor {
         let ring = z.ring
         let f = ring.scale
-        let squares = try sumOfSquares(z, rowLength: k)
+        let rows = z.count / k
         let table = ReciprocalSqrtTable(count: k, inputScale: 2 * f, outputScale: f)
         // ε·k at scale 2f (at least one unit, so the reciprocal square root never sees 0).
         let epsilonTerm = UInt64(max(1, (epsilon * Double(k) * Double(1 << (2 * f))).rounded()))
-        let t = try reciprocalSqrt(
-            addConstant(squares, [UInt64](repeating: epsilonTerm, count: squares.count)), table: table)
-        let q = try gapARS(try mul(z, broadcastRows(t, rowLength: k)), by: f)
-        var scaled = try mul(q, broadcastColumns(gamma, rows: z.count / k))
-        if let beta { scaled = add(scaled, broadcastColumns(beta, rows: z.count / k)) }
-        return try gapARS(scaled, by: f)
+        let epsilonRow = [UInt64](repeating: epsilonTerm, count: rows)
+        guard certified else {
+            let squares = try sumOfSquares(z, rowLength: k)
+            let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
+            let q = try gapARS(try mul(z, broadcastRows(t, rowLength: k)), by: f)
+            var scaled = try mul(q, broadcastColumns(gamma, rows: rows))
+            if let beta { scaled = add(scaled, broadcastColumns(beta, rows: rows)) }
+            return try gapARS(scaled, by: f)
+        }
+        let (squares, scaledByGamma) = try sumOfSquaresAndProduct(
+            z, rowLength: k, times: broadcastColumns(gamma, rows: rows))
+        let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
+        var scaled = try mul(scaledByGamma, broadcastRows(t, rowLength: k))
+        if let beta { scaled = add(scaled, multiply(broadcastColumns(beta, rows: rows), byConstant: 1 << UInt64(f))) }
+        return try gapARS(scaled, by: 2 * f)
     }
 
     /// Each row's value repeated over the row (local: masks repeat like values).

@@ -62,19 +62,23 @@ extension PartyContext {
     }
 
     public func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor {
+        RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(mulShares(x, y), bits: x.ring.bitwidth))
+    }
+
+    /// This party's share of x ⊙ y + r_out (the mul gate without its reveal).
+    func mulShares(_ x: RingTensor, _ y: RingTensor) throws -> [UInt64] {
         let ring = x.ring
         let bits = ring.bitwidth
         try keys.expectGate(mulTag, count: x.count)
         let maskX = try keys.words(x.count, bits: bits)
         let maskY = try keys.words(x.count, bits: bits)
         let c = try keys.words(x.count, bits: bits)
-        let share = (0..<x.count).map { i -> UInt64 in
+        return (0..<x.count).map { i -> UInt64 in
             let xh = x.values[i]
             let yh = y.values[i]
             let publicTerm = leads ? xh &* yh : 0
             return (publicTerm &- xh &* maskY[i] &- maskX[i] &* yh &+ c[i]) & ring.mask
         }
-        return RingTensor(ring: ring, shape: x.shape, values: try reconstruct(share, bits: bits))
     }
 }
 
