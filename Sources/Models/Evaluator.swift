@@ -14,7 +14,8 @@ public struct LinearLayer: Sendable {
     let encodings: (weights: WeightEncodings, bias: WeightEncodings)?
 
     public init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?, hasBias: Bool? = nil) {
-        self.init(inputs: inputs, outputs: outputs, weights: weights, bias: bias, hasBias: hasBias, keepEncodings: false)
+        self.init(
+            inputs: inputs, outputs: outputs, weights: weights, bias: bias, hasBias: hasBias, keepEncodings: false)
     }
 
     init(inputs: Int, outputs: Int, weights: [Float]?, bias: [Float]?, hasBias: Bool? = nil, keepEncodings: Bool) {

@@ -118,6 +118,7 @@ struct NormTests {
             try rounds { b, x, g, bt in _ = try b.layerNorm(x, rowLength: k, gamma: g, beta: bt, certified: true) }
                 == inputs + 12)
         #expect(try rounds { b, x, g, _ in _ = try b.rmsNorm(x, rowLength: k, gamma: g) } == inputs + 13)
-        #expect(try rounds { b, x, g, _ in _ = try b.rmsNorm(x, rowLength: k, gamma: g, certified: true) } == inputs + 10)
+        #expect(
+            try rounds { b, x, g, _ in _ = try b.rmsNorm(x, rowLength: k, gamma: g, certified: true) } == inputs + 10)
     }
 }
