@@ -47,17 +47,7 @@ public enum RingMatrix {
                             sigma_matmul_kernel(rawValue: UInt32(kernel.rawValue)), pointers.a + p * m * k,
                             pointers.b + p * k * n, pointers.c + p * m * n, k, n, rows, min(rows + rowBlock, m))
                     }
-                    if workers == 1 {
-                        for item in 0..<items { run(item) }
-                    } else {
-                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                            var item = worker
-                            while item < items {
-                                run(item)
-                                item += workers
-                            }
-                        }
-                    }
+                    forEachItem(items, workers: workers, run)
                 }
             }
         }
@@ -84,21 +74,26 @@ public enum RingMatrix {
                             pointers.a, pointers.b, pointers.c, m, k, n, block * columnBlock,
                             min((block + 1) * columnBlock, n))
                     }
-                    if workers == 1 {
-                        for block in 0..<blocks { run(block) }
-                    } else {
-                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                            var block = worker
-                            while block < blocks {
-                                run(block)
-                                block += workers
-                            }
-                        }
-                    }
+                    forEachItem(blocks, workers: workers, run)
                 }
             }
         }
         return c
+    }
+
+    /// `run(0 ..< items)` on `workers` threads, items strided across them.
+    private static func forEachItem(_ items: Int, workers: Int, _ run: @Sendable (Int) -> Void) {
+        guard workers > 1 else {
+            for item in 0..<items { run(item) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var item = worker
+            while item < items {
+                run(item)
+                item += workers
+            }
+        }
     }
 
     /// Operand pointers handed to worker threads, which write disjoint rows of C.
