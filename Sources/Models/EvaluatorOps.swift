@@ -135,9 +135,10 @@ extension FloatEvaluator {
 extension RingEvaluator {
     var doubled: Ring { Ring(bitwidth: ring.bitwidth, scale: 2 * ring.scale) }
 
-    func serverInput(_ values: [Float]?, count: Int, scale: Ring? = nil, shape: [Int]? = nil) throws -> RingTensor {
-        let encoding = scale ?? ring
-        return try backend.inputFromServer(values.map { encoding.encode($0) }, shape: shape ?? [count], ring: ring)
+    /// The server's vector as a private input, encoded at `scale` (default: the ring's), through the vector's kept
+    /// encodings when its `WeightSource` keeps it.
+    func serverInput(_ vector: WeightVector, scale: Ring? = nil, shape: [Int]? = nil) throws -> RingTensor {
+        try backend.inputFromServer(vector.encoded(scale ?? ring), shape: shape ?? [vector.count], ring: ring)
     }
 
     /// The client's tokens as one-hot rows (integers, scale 0) times the server's table (scale f): the product is
@@ -166,7 +167,9 @@ extension RingEvaluator {
     }
 
     public func addServerRows(_ x: RingTensor, _ rows: WeightVector, width: Int) throws -> RingTensor {
-        backend.add(x, try serverInput(rows.values.map { Array($0.prefix(x.count)) }, count: x.count, shape: x.shape))
+        let cut =
+            rows.count == x.count ? rows : WeightVector(rows.values.map { Array($0.prefix(x.count)) }, count: x.count)
+        return backend.add(x, try serverInput(cut, shape: x.shape))
     }
 
     public func logits(_ x: RingTensor, table: MaskedServerWeights, rows: Int, width: Int, vocabulary: Int) throws
@@ -192,15 +195,15 @@ extension RingEvaluator {
     {
         backend.enterLayer(.norm)
         return try backend.layerNorm(
-            x, rowLength: width, gamma: try serverInput(gamma.values, count: width),
-            beta: try serverInput(beta.values, count: width, scale: doubled), epsilon: epsilon,
+            x, rowLength: width, gamma: try serverInput(gamma), beta: try serverInput(beta, scale: doubled),
+            epsilon: epsilon,
             certified: truncation == .gap)
     }
 
     public func rmsNorm(_ x: RingTensor, width: Int, gamma: WeightVector, epsilon: Double) throws -> RingTensor {
         backend.enterLayer(.norm)
         return try backend.rmsNorm(
-            x, rowLength: width, gamma: try serverInput(gamma.values, count: width), epsilon: epsilon,
+            x, rowLength: width, gamma: try serverInput(gamma), epsilon: epsilon,
             certified: truncation == .gap)
     }
 
@@ -224,7 +227,7 @@ extension RingEvaluator {
         return try backend.gelu(x)
     }
 
-    /// Σ rows (local) times round(2^f / rows), then a faithful ARS by f.
+    /// Σ rows (local) times round(2^f / rows), then an ARS by f (`truncation`).
     public func meanOfRows(_ x: RingTensor, rows: Int, width: Int) throws -> RingTensor {
         backend.enterLayer(.output)
         let sums = (0..<width).map { c in (0..<rows).reduce(UInt64(0)) { $0 &+ x.values[$1 * width + c] } }

@@ -37,9 +37,6 @@ public protocol RingBackend: AnyObject {
     /// X[m×k] · W[k×n] for secret X and W, with `batch` independent products stacked (shapes [batch·m, k] and
     /// [batch·k, n]): Beaver's protocol on masked values, one reveal.
     func matmul(_ x: RingTensor, _ w: RingTensor, m: Int, k: Int, n: Int, batch: Int) throws -> RingTensor
-    /// X[m×k] · W[k×n] for the server's own weights W (`weights` on the server and the cleartext backend, nil
-    /// elsewhere): Ŵ goes to the client and one reveal follows; no shares of the weight mask in the keys.
-    func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor
     /// Ŵ = W + R_W for the server's weights W (`weights` on the server and the cleartext backend, nil elsewhere):
     /// the server sends Ŵ to the client once; products with it (`matmulMaskedWeights`) then need no weight-mask
     /// shares in the keys, however often the weights are used (a tied embedding table and output layer).

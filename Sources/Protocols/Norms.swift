@@ -38,12 +38,6 @@ extension Cleartext {
         return RingTensor(ring: x.ring, shape: [rows], values: sums)
     }
 
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
-    ) {
-        (try sumOfSquares(x, rowLength: k), try mul(x, y))
-    }
-
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         let n = v.ring.bitwidth
         let values = v.values.map { value -> UInt64 in
@@ -70,13 +64,6 @@ extension Dealer {
                 (0..<k).reduce(outputMasks[row]) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & ring.mask
             }, bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: [rows], values: outputMasks)
-    }
-
-    /// The sum-of-squares gate's keys, then the mul gate's: the parties reveal both in one message.
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
-    ) {
-        (try sumOfSquares(x, rowLength: k), try mul(x, y))
     }
 
     /// 1/√ from the 13-bit float form (see `PartyContext.reciprocalSqrt`), for 1 ≤ v < 2^{n−1}.
@@ -231,6 +218,14 @@ extension PartyContext {
 }
 
 extension RingBackend {
+    /// The two gates one after the other (the cleartext backend; the dealer, whose keys are then in the order a
+    /// party reads them); a party overrides it to reveal both in one message.
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        (try sumOfSquares(x, rowLength: k), try mul(x, y))
+    }
+
     /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by an ARS, z = x − μ, s = Σ z² (revealed per row),
     /// t = 1/√(s/k) from the 13-bit float form, then z·t·γ + β (see `normalize`). x, γ at scale f, β at scale 2f, in
     /// n bits. `certified`: a range certificate bounds the row sums and the output (`RangeEvaluator`), so μ is

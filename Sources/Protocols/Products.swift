@@ -158,7 +158,9 @@ extension RingBackend {
         try matmulMaskedWeights(x, w, m: m, k: k, n: n, bias: nil)
     }
 
-    /// X[m×k] · W[k×n] for the server's own weights W: `maskServerWeights`, then `matmulMaskedWeights`.
+    /// X[m×k] · W[k×n] for the server's own weights W (`weights` on the server and the cleartext backend, nil
+    /// elsewhere): `maskServerWeights`, then `matmulMaskedWeights` — one reveal, no shares of the weight mask in the
+    /// keys.
     public func matmulServerWeights(_ x: RingTensor, weights: [UInt64]?, m: Int, k: Int, n: Int) throws -> RingTensor {
         try matmulMaskedWeights(x, try maskServerWeights(weights, count: k * n, ring: x.ring), m: m, k: k, n: n)
     }

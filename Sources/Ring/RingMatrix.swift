@@ -33,10 +33,10 @@ public enum RingMatrix {
             b.withUnsafeBufferPointer { pb in
                 c.withUnsafeMutableBufferPointer { pc in
                     let pointers = Pointers(a: pa.baseAddress!, b: pb.baseAddress!, c: pc.baseAddress!)
-                    // Work items: (product, block of rows), at least 8 rows each. Past 4096 terms every item streams
+                    // Work items: (product, block of rows), at least 8 rows each. Past SIGMA_MATMUL_BLOCK_FROM terms every item streams
                     // all of B from memory (the embedding's table is 309 MB), so there each worker takes one block.
                     let rowBlock =
-                        k > 4096
+                        k > Int(SIGMA_MATMUL_BLOCK_FROM)
                         ? (m + workers - 1) / workers : max(8, (m + workers * 4 - 1) / (workers * 4))
                     let blocks = (m + rowBlock - 1) / rowBlock
                     let items = batch * blocks
@@ -96,7 +96,7 @@ public enum RingMatrix {
         }
     }
 
-    /// Operand pointers handed to worker threads, which write disjoint rows of C.
+    /// Operand pointers handed to worker threads, which write disjoint parts of C.
     private struct Pointers: @unchecked Sendable {
         let a: UnsafePointer<UInt64>
         let b: UnsafePointer<UInt64>

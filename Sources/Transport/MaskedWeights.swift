@@ -124,6 +124,8 @@ final class PackedMaskedWeights: MaskedWeightSource {
 public struct MaskedWeightCache: Sendable {
     public let directory: String
     static let magic = Array("SIGMAW01".utf8)
+    /// Per tensor: its length (8 bytes, little-endian) and its bitwidth (1 byte), then the packed words.
+    static let tensorHeaderSize = 9
 
     public init(directory: String) throws {
         try FileManager.default.createDirectory(
@@ -151,10 +153,11 @@ public struct MaskedWeightCache: Sendable {
         var offset = UInt64(magic.count)
         for shape in shapes {
             guard (try? handle.seek(toOffset: offset)) != nil,
-                let header = (try? handle.read(upToCount: 9)).map({ Array($0) }), header.count == 9,
+                let header = (try? handle.read(upToCount: tensorHeaderSize)).map({ Array($0) }),
+                header.count == tensorHeaderSize,
                 readLittleEndian(header, at: 0, count: 8) == UInt64(shape.count), Int(header[8]) == shape.bits
             else { return false }
-            offset += 9 + UInt64(BitPacking.byteCount(count: shape.count, bits: shape.bits))
+            offset += UInt64(tensorHeaderSize) + UInt64(BitPacking.byteCount(count: shape.count, bits: shape.bits))
         }
         guard (try? handle.seekToEnd()) == offset, (try? handle.seek(toOffset: UInt64(magic.count))) != nil else {
             return false
@@ -193,7 +196,8 @@ final class CachedMaskedWeights: MaskedWeightSource {
     deinit { try? handle.close() }
 
     func next(count: Int, bits: Int) throws -> [UInt64] {
-        guard let header = try handle.read(upToCount: 9).map(Array.init), header.count == 9 else {
+        let size = MaskedWeightCache.tensorHeaderSize
+        guard let header = try handle.read(upToCount: size).map(Array.init), header.count == size else {
             throw MaskedWeightError.exhausted
         }
         let storedCount = Int(clamping: readLittleEndian(header, at: 0, count: 8))

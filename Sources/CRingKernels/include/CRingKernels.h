@@ -20,6 +20,10 @@ int sigma_matmul_supported(sigma_matmul_kernel kernel);
 /// The fastest supported kernel, detected once.
 sigma_matmul_kernel sigma_matmul_best(void);
 
+/// Sums longer than this many terms are walked in cache-sized blocks (matmul.c); callers split such products so that
+/// each thread streams B once.
+#define SIGMA_MATMUL_BLOCK_FROM 4096
+
 /// Rows [row_begin, row_end) of C = A·B mod 2^64 (A m×k, B k×n, C m×n, row-major, C overwritten).
 void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint64_t *b, uint64_t *c, size_t k,
                        size_t n, size_t row_begin, size_t row_end);
