@@ -19,6 +19,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -228,128 +229,161 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 #define GROUP 16
 #define EVAL_CHUNK 2048
 #define TARGET_VAES256 __attribute__((target("aes,vaes,avx2")))
-// `comparison` and `single` (one point per key) are compile-time constants in each instantiation below, so
-// the per-pair loops unroll fully.
-static inline __attribute__((always_inline)) TARGET_VAES256 void eval_chunk_vaes256_impl(
-    const sigma_prg *prg, const sigma_dpf_keys *keys, const uint64_t *x, size_t first_key, size_t phase,
-    size_t points_per_key, size_t count, const int comparison, const int single, uint8_t *out) {
+
+// What a level pass needs besides the points: the round keys and tweaks in registers, the key batch.
+typedef struct {
+    __m256i rk[11];
+    __m256i tweak_table[4];  // sigma(tau_d0) | sigma(tau_d1) for the four direction pairs
+    const sigma_dpf_keys *keys;
+} vaes_context;
+
+TARGET_VAES256 static void vaes_context_init(vaes_context *ctx, const sigma_prg *prg, const sigma_dpf_keys *keys) {
+    for (int combo = 0; combo < 4; combo++)
+        ctx->tweak_table[combo] = _mm256_set_epi64x(
+            (long long)prg->sigma_tweaks[combo >> 1][1], (long long)prg->sigma_tweaks[combo >> 1][0],
+            (long long)prg->sigma_tweaks[combo & 1][1], (long long)prg->sigma_tweaks[combo & 1][0]);
+    for (int r = 0; r < 11; r++)
+        ctx->rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    ctx->keys = keys;
+}
+
+// One level for `count` points (a multiple of GROUP), two to a ymm in `seeds` and `acc`. Point i uses key
+// first_key + i when `single`, else first_key + key_of[i] (any order). At the leaf level point i's share goes to
+// out[out_index ? out_index[i] : i]. `comparison` and `single` are compile-time constants in each caller, so the
+// per-pair loops unroll fully.
+static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes256(
+    const vaes_context *ctx, unsigned level, const uint64_t *x, const uint32_t *key_of, size_t first_key,
+    __m256i *seeds, __m256i *acc, size_t count, const int comparison, const int single, uint8_t *out,
+    const uint32_t *out_index) {
     const __m256i high_mask = _mm256_set_epi64x(-1, 0, -1, 0);
     // [d0, 0, d1, 0] for the four direction pairs of two blocks.
     static const int64_t direction_table[4][4] = {{0, 0, 0, 0}, {1, 0, 0, 0}, {0, 0, 1, 0}, {1, 0, 1, 0}};
-    // sigma(tau_d0) | sigma(tau_d1) for the four direction pairs, and the shared round keys.
-    __m256i tweak_table[4];
-    for (int combo = 0; combo < 4; combo++)
-        tweak_table[combo] = _mm256_set_epi64x(
-            (long long)prg->sigma_tweaks[combo >> 1][1], (long long)prg->sigma_tweaks[combo >> 1][0],
-            (long long)prg->sigma_tweaks[combo & 1][1], (long long)prg->sigma_tweaks[combo & 1][0]);
-    __m256i rk[11];
-    for (int r = 0; r < 11; r++)
-        rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    const sigma_dpf_keys *keys = ctx->keys;
+    // Local copies: stores through `seeds` could alias *ctx, which would reload the keys from memory every round.
+    __m256i rk[11], tweak_table[4];
+    for (int r = 0; r < 11; r++) rk[r] = ctx->rk[r];
+    for (int c = 0; c < 4; c++) tweak_table[c] = ctx->tweak_table[c];
     const unsigned depth = keys->input_bits - 7;
-    const uint8_t *roots = (const uint8_t *)keys->roots, *levels = (const uint8_t *)keys->levels;
-    const uint8_t *leaves = (const uint8_t *)keys->leaves;
+    const int leaf_level = level == depth;
+    const __m128i to_sign = _mm_cvtsi32_si128((int)(63 - (keys->input_bits - level)));
+    const uint8_t *words = leaf_level ? (const uint8_t *)keys->leaves
+                                      : (const uint8_t *)keys->levels + (level - 1) * keys->level_stride;
+    const uint8_t *deltas = leaf_level ? NULL : keys->deltas + (level - 1) * keys->delta_stride;
+    for (size_t j = 0; j < count; j += GROUP) {
+        __m256i *v = seeds + j / 2, *accumulator = acc + j / 2;
+        unsigned selectors = 0;
+#pragma clang loop unroll(full)
+        for (int q = 0; q < GROUP / 4; q++) {
+            __m256i d = _mm256_sll_epi64(_mm256_loadu_si256((const __m256i *)(x + j + 4 * q)), to_sign);
+            selectors |= (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(d)) << (4 * q);
+        }
+        __m256i y[GROUP / 2], a[GROUP / 2];  // y: the AES input sigma(v) ^ sigma(tau_d), kept for y ^ AES(y)
+#pragma clang loop unroll(full)
+        for (int u = 0; u < GROUP / 2; u++) {
+            y[u] = _mm256_xor_si256(
+                _mm256_xor_si256(_mm256_shuffle_epi32(v[u], 0x4E), _mm256_and_si256(v[u], high_mask)),
+                tweak_table[(selectors >> (2 * u)) & 3]);
+            a[u] = _mm256_xor_si256(y[u], rk[0]);
+        }
+        for (int r = 1; r < 10; r++)
+#pragma clang loop unroll(full)
+            for (int u = 0; u < GROUP / 2; u++) a[u] = _mm256_aesenc_epi128(a[u], rk[r]);
+        if (!leaf_level) {
+            // Consecutive keys: one 32-bit window holds the group's 16 delta bits.
+            __m256i delta_bits = _mm256_setzero_si256();
+            if (single) {
+                const size_t first = first_key + j;
+                uint32_t window;
+                memcpy(&window, deltas + (first >> 3), 4);
+                delta_bits = _mm256_set1_epi64x((long long)(window >> (first & 7)));
+            }
+#pragma clang loop unroll(full)
+            for (int u = 0; u < GROUP / 2; u++) {
+                __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
+                __m256i dirs = _mm256_loadu_si256((const __m256i *)direction_table[(selectors >> (2 * u)) & 3]);
+                __m256i c, delta;
+                if (single) {
+                    c = _mm256_loadu_si256((const __m256i *)(words + 16 * (first_key + j + 2 * u)));
+                    delta = _mm256_srlv_epi64(delta_bits, _mm256_set_epi64x(64, 2 * u + 1, 64, 2 * u));
+                } else {
+                    size_t k0 = first_key + key_of[j + 2 * u], k1 = first_key + key_of[j + 2 * u + 1];
+                    c = _mm256_inserti128_si256(
+                        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(words + 16 * k0))),
+                        _mm_loadu_si128((const __m128i *)(words + 16 * k1)), 1);
+                    delta = _mm256_set_epi64x(0, (long long)(deltas[k1 >> 3] >> (k1 & 7)), 0,
+                                              (long long)(deltas[k0 >> 3] >> (k0 & 7)));
+                }
+                c = _mm256_xor_si256(c, _mm256_and_si256(delta, dirs));
+                __m256i t = _mm256_shuffle_epi32(_mm256_slli_epi64(v[u], 63), 0x44);
+                __m256i o = _mm256_xor_si256(
+                    h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
+                                                            _mm256_castsi256_pd(t))));
+                if (comparison)
+                    accumulator[u] =
+                        _mm256_xor_si256(accumulator[u], _mm256_andnot_si256(dirs, _mm256_xor_si256(v[u], o)));
+                v[u] = o;
+            }
+        } else {
+            uint64_t leaf_words[GROUP / 2][4], seed_words[GROUP / 2][4], acc_words[GROUP / 2][4];
+#pragma clang loop unroll(full)
+            for (int u = 0; u < GROUP / 2; u++) {
+                __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
+                unsigned d0 = (selectors >> (2 * u)) & 1, d1 = (selectors >> (2 * u + 1)) & 1;
+                size_t k0 = first_key + (single ? j + 2 * u : key_of[j + 2 * u]);
+                size_t k1 = single ? k0 + 1 : first_key + key_of[j + 2 * u + 1];
+                __m256i c = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(words + 32 * k0 + 16 * d0))),
+                    _mm_loadu_si128((const __m128i *)(words + 32 * k1 + 16 * d1)), 1);
+                __m256i t = _mm256_shuffle_epi32(_mm256_slli_epi64(v[u], 63), 0x44);
+                __m256i leaf = _mm256_xor_si256(
+                    h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
+                                                            _mm256_castsi256_pd(t))));
+                _mm256_storeu_si256((__m256i *)leaf_words[u], leaf);
+                _mm256_storeu_si256((__m256i *)seed_words[u], v[u]);
+                _mm256_storeu_si256((__m256i *)acc_words[u], accumulator[u]);
+            }
+            for (int i = 0; i < GROUP; i++) {
+                int u = i / 2, lane = 2 * (i & 1);
+                block leaf = {leaf_words[u][lane], leaf_words[u][lane + 1]};
+                out[out_index ? out_index[j + i] : j + i] =
+                    finish_point(x[j + i], leaf, seed_words[u][lane], acc_words[u][lane], comparison);
+            }
+        }
+    }
+}
 
+static inline __attribute__((always_inline)) TARGET_VAES256 void load_roots(const sigma_dpf_keys *keys,
+                                                                            const uint32_t *key_of, size_t first_key,
+                                                                            __m256i *seeds, __m256i *acc,
+                                                                            size_t count) {
+    const uint8_t *roots = (const uint8_t *)keys->roots;
+    for (size_t u = 0; u < count / 2; u++) {
+        size_t k0 = first_key + (key_of ? key_of[2 * u] : 2 * u), k1 = first_key + (key_of ? key_of[2 * u + 1] : 2 * u + 1);
+        seeds[u] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(roots + 16 * k0))),
+                                           _mm_loadu_si128((const __m128i *)(roots + 16 * k1)), 1);
+        acc[u] = _mm256_setzero_si256();
+    }
+}
+
+static inline __attribute__((always_inline)) TARGET_VAES256 void eval_chunk_vaes256_impl(
+    const vaes_context *ctx, const uint64_t *x, size_t first_key, size_t phase, size_t points_per_key, size_t count,
+    const int comparison, const int single, uint8_t *out) {
     __m256i seeds[EVAL_CHUNK / 2], acc[EVAL_CHUNK / 2];
     uint32_t key_of[EVAL_CHUNK];  // relative to first_key
     if (!single)
         for (size_t i = 0; i < count; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
-    else
-        for (size_t i = 0; i < count; i++) key_of[i] = (uint32_t)i;
-    for (size_t u = 0; u < count / 2; u++) {
-        seeds[u] = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(roots + 16 * (first_key + key_of[2 * u])))),
-            _mm_loadu_si128((const __m128i *)(roots + 16 * (first_key + key_of[2 * u + 1]))), 1);
-        acc[u] = _mm256_setzero_si256();
-    }
-    for (unsigned level = 1; level <= depth; level++) {
-        const int leaf_level = level == depth;
-        const __m128i to_sign = _mm_cvtsi32_si128((int)(63 - (keys->input_bits - level)));
-        const uint8_t *words = leaf_level ? leaves : levels + (level - 1) * keys->level_stride;
-        const uint8_t *deltas = leaf_level ? NULL : keys->deltas + (level - 1) * keys->delta_stride;
-        for (size_t j = 0; j < count; j += GROUP) {
-            __m256i *v = seeds + j / 2, *accumulator = acc + j / 2;
-            unsigned selectors = 0;
-#pragma clang loop unroll(full)
-            for (int q = 0; q < GROUP / 4; q++) {
-                __m256i d = _mm256_sll_epi64(_mm256_loadu_si256((const __m256i *)(x + j + 4 * q)), to_sign);
-                selectors |= (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(d)) << (4 * q);
-            }
-            __m256i y[GROUP / 2], a[GROUP / 2];  // y: the AES input sigma(v) ^ sigma(tau_d), kept for y ^ AES(y)
-#pragma clang loop unroll(full)
-            for (int u = 0; u < GROUP / 2; u++) {
-                y[u] = _mm256_xor_si256(
-                    _mm256_xor_si256(_mm256_shuffle_epi32(v[u], 0x4E), _mm256_and_si256(v[u], high_mask)),
-                    tweak_table[(selectors >> (2 * u)) & 3]);
-                a[u] = _mm256_xor_si256(y[u], rk[0]);
-            }
-            for (int r = 1; r < 10; r++)
-#pragma clang loop unroll(full)
-                for (int u = 0; u < GROUP / 2; u++) a[u] = _mm256_aesenc_epi128(a[u], rk[r]);
-            if (!leaf_level) {
-                // The group's keys lie within first ... first + 15: one 32-bit window holds their delta bits.
-                const size_t first = first_key + (single ? j : key_of[j]);
-                uint32_t window;
-                memcpy(&window, deltas + (first >> 3), 4);
-                const __m256i delta_bits = _mm256_set1_epi64x((long long)(window >> (first & 7)));
-#pragma clang loop unroll(full)
-                for (int u = 0; u < GROUP / 2; u++) {
-                    __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
-                    __m256i dirs = _mm256_loadu_si256((const __m256i *)direction_table[(selectors >> (2 * u)) & 3]);
-                    size_t k0 = single ? j + 2 * u : key_of[j + 2 * u], k1 = single ? k0 + 1 : key_of[j + 2 * u + 1];
-                    __m256i c, shift;
-                    if (single) {
-                        c = _mm256_loadu_si256((const __m256i *)(words + 16 * (first_key + k0)));
-                        shift = _mm256_set_epi64x(64, 2 * u + 1, 64, 2 * u);
-                    } else {
-                        c = _mm256_inserti128_si256(
-                            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(words + 16 * (first_key + k0)))),
-                            _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + k1))), 1);
-                        shift = _mm256_set_epi64x(64, (long long)(first_key + k1 - first), 64,
-                                                  (long long)(first_key + k0 - first));
-                    }
-                    c = _mm256_xor_si256(c, _mm256_and_si256(_mm256_srlv_epi64(delta_bits, shift), dirs));
-                    __m256i t = _mm256_shuffle_epi32(_mm256_slli_epi64(v[u], 63), 0x44);
-                    __m256i o = _mm256_xor_si256(
-                        h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
-                                                                _mm256_castsi256_pd(t))));
-                    if (comparison)
-                        accumulator[u] =
-                            _mm256_xor_si256(accumulator[u], _mm256_andnot_si256(dirs, _mm256_xor_si256(v[u], o)));
-                    v[u] = o;
-                }
-            } else {
-                uint64_t leaf_words[GROUP / 2][4], seed_words[GROUP / 2][4], acc_words[GROUP / 2][4];
-#pragma clang loop unroll(full)
-                for (int u = 0; u < GROUP / 2; u++) {
-                    __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
-                    unsigned d0 = (selectors >> (2 * u)) & 1, d1 = (selectors >> (2 * u + 1)) & 1;
-                    size_t k0 = first_key + (single ? j + 2 * u : key_of[j + 2 * u]);
-                    size_t k1 = single ? k0 + 1 : first_key + key_of[j + 2 * u + 1];
-                    __m256i c = _mm256_inserti128_si256(
-                        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(words + 32 * k0 + 16 * d0))),
-                        _mm_loadu_si128((const __m128i *)(words + 32 * k1 + 16 * d1)), 1);
-                    __m256i t = _mm256_shuffle_epi32(_mm256_slli_epi64(v[u], 63), 0x44);
-                    __m256i leaf = _mm256_xor_si256(
-                        h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
-                                                                _mm256_castsi256_pd(t))));
-                    _mm256_storeu_si256((__m256i *)leaf_words[u], leaf);
-                    _mm256_storeu_si256((__m256i *)seed_words[u], v[u]);
-                    _mm256_storeu_si256((__m256i *)acc_words[u], accumulator[u]);
-                }
-                for (int i = 0; i < GROUP; i++) {
-                    int u = i / 2, lane = 2 * (i & 1);
-                    block leaf = {leaf_words[u][lane], leaf_words[u][lane + 1]};
-                    out[j + i] = finish_point(x[j + i], leaf, seed_words[u][lane], acc_words[u][lane], comparison);
-                }
-            }
-        }
-    }
+    load_roots(ctx->keys, single ? NULL : key_of, first_key, seeds, acc, count);
+    const unsigned depth = ctx->keys->input_bits - 7;
+    for (unsigned level = 1; level <= depth; level++)
+        level_pass_vaes256(ctx, level, x, key_of, first_key, seeds, acc, count, comparison, single, out, NULL);
 }
 
 // Evaluates the first multiple of GROUP points in chunks; returns how many it did.
 TARGET_VAES256 static size_t eval_vaes256(const sigma_prg *prg, const sigma_dpf_keys *keys, const uint64_t *x,
                                           size_t first_key, size_t points_per_key, size_t count, int comparison,
                                           uint8_t *out) {
+    vaes_context ctx;
+    vaes_context_init(&ctx, prg, keys);
     size_t done = 0;
     for (; done + GROUP <= count; ) {
         size_t n = count - done < EVAL_CHUNK ? (count - done) / GROUP * GROUP : EVAL_CHUNK;
@@ -357,14 +391,139 @@ TARGET_VAES256 static size_t eval_vaes256(const sigma_prg *prg, const sigma_dpf_
         const uint64_t *xs = x + done;
         uint8_t *o = out + done;
         if (points_per_key == 1) {
-            if (comparison) eval_chunk_vaes256_impl(prg, keys, xs, first_key + key, 0, 1, n, 1, 1, o);
-            else eval_chunk_vaes256_impl(prg, keys, xs, first_key + key, 0, 1, n, 0, 1, o);
+            if (comparison) eval_chunk_vaes256_impl(&ctx, xs, first_key + key, 0, 1, n, 1, 1, o);
+            else eval_chunk_vaes256_impl(&ctx, xs, first_key + key, 0, 1, n, 0, 1, o);
         } else {
-            if (comparison) eval_chunk_vaes256_impl(prg, keys, xs, first_key + key, phase, points_per_key, n, 1, 0, o);
-            else eval_chunk_vaes256_impl(prg, keys, xs, first_key + key, phase, points_per_key, n, 0, 0, o);
+            if (comparison) eval_chunk_vaes256_impl(&ctx, xs, first_key + key, phase, points_per_key, n, 1, 0, o);
+            else eval_chunk_vaes256_impl(&ctx, xs, first_key + key, phase, points_per_key, n, 0, 0, o);
         }
         done += n;
     }
+    return done;
+}
+
+// Keys per chunk of the shifted evaluation: with two extra points a key, 3 × 1024 points' state (96 KiB) stays
+// in L2.
+#define SHIFTED_CHUNK 1024
+
+// Scratch for one chunk of the shifted evaluation (heap: too large for a worker thread's stack).
+typedef struct {
+    __m256i *seeds, *acc, *extra_seeds, *extra_acc;
+    uint64_t *x, *extra_x;
+    uint32_t *extra_key, *extra_out, *extra_level, *by_level;
+} shifted_scratch;
+
+// The keys first_key ... first_key + count − 1 (count a multiple of GROUP, at most SHIFTED_CHUNK), each at
+// E = shift_count points x_k + shift_e. The principal points (e = 0) walk their whole paths together; an extra
+// point shares its principal's path down to the level of the highest bit in which the two differ, so it starts
+// there from a copy of the principal's state. With shifts much smaller than the domain (GeLU's ±2^14 in 38 bits)
+// most extra points need only the last few levels.
+static inline __attribute__((always_inline)) TARGET_VAES256 void eval_shifted_chunk_vaes256(
+    const vaes_context *ctx, const uint64_t *inputs, const uint64_t *shifts, size_t shift_count, size_t first_key,
+    size_t count, const int comparison, uint8_t *out, shifted_scratch *s) {
+    const sigma_dpf_keys *keys = ctx->keys;
+    const unsigned bits = keys->input_bits, depth = bits - 7;
+    const uint64_t domain = bits == 64 ? ~0ull : (1ull << bits) - 1;
+    const size_t extras = count * (shift_count - 1);
+    // The extra points sorted by the level at which they leave their principal's path (a counting sort).
+    uint32_t level_start[65] = {0};
+    for (size_t k = 0; k < count; k++) {
+        s->x[k] = (inputs[k] + shifts[0]) & domain;
+        for (size_t e = 1; e < shift_count; e++) {
+            uint64_t point = (inputs[k] + shifts[e]) & domain, differ = (point ^ s->x[k]) >> 7;
+            unsigned level = differ ? bits - (63 - (unsigned)__builtin_clzll(differ)) - 7 : depth;
+            size_t i = k * (shift_count - 1) + e - 1;
+            s->extra_level[i] = level;
+            s->extra_x[i] = point;  // staged here, placed below
+            level_start[level]++;
+        }
+    }
+    for (unsigned level = 1, sum = 0; level <= depth + 1; level++) {
+        unsigned n = level_start[level];
+        level_start[level] = sum;
+        sum += n;
+    }
+    for (size_t i = 0; i < extras; i++) s->by_level[level_start[s->extra_level[i]]++] = (uint32_t)i;
+    // level_start[l] now ends level l's run; rebuild starts as the count of points leaving by level l.
+    uint64_t *sorted_x = (uint64_t *)(void *)s->extra_seeds;  // borrowed until the seeds are first written
+    for (size_t r = 0; r < extras; r++) {
+        uint32_t i = s->by_level[r];
+        sorted_x[r] = s->extra_x[i];
+        s->extra_key[r] = (uint32_t)(i / (shift_count - 1));
+        s->extra_out[r] = (uint32_t)((i / (shift_count - 1)) * shift_count + i % (shift_count - 1) + 1);
+    }
+    memcpy(s->extra_x, sorted_x, extras * sizeof(uint64_t));
+    // Padding up to a whole group: valid key and point, output to a sink past the real outputs.
+    size_t padded = (extras + GROUP - 1) / GROUP * GROUP;
+    for (size_t r = extras; r < padded; r++) {
+        s->extra_x[r] = 0;
+        s->extra_key[r] = 0;
+        s->extra_out[r] = (uint32_t)(count * shift_count);
+    }
+    load_roots(keys, NULL, first_key, s->seeds, s->acc, count);
+    uint64_t *acc_words = (uint64_t *)(void *)s->acc, *seed_words = (uint64_t *)(void *)s->seeds;
+    uint64_t *extra_acc_words = (uint64_t *)(void *)s->extra_acc, *extra_seed_words = (uint64_t *)(void *)s->extra_seeds;
+    size_t active = 0;
+    for (unsigned level = 1; level <= depth; level++) {
+        // Points leaving at this level take their principal's state before it.
+        size_t end = level_start[level];
+        for (; active < end; active++) {
+            size_t k = s->extra_key[active];
+            memcpy(extra_seed_words + 2 * active, seed_words + 2 * k, 16);
+            memcpy(extra_acc_words + 2 * active, acc_words + 2 * k, 16);
+        }
+        size_t run = (active + GROUP - 1) / GROUP * GROUP;
+        uint32_t principal_out[SHIFTED_CHUNK];
+        const uint32_t *principal_index = NULL;
+        if (level == depth) {
+            for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
+            principal_index = principal_out;
+        }
+        level_pass_vaes256(ctx, level, s->x, NULL, first_key, s->seeds, s->acc, count, comparison, 1, out,
+                           principal_index);
+        if (run)
+            level_pass_vaes256(ctx, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc, run,
+                               comparison, 0, out, s->extra_out);
+    }
+}
+
+TARGET_VAES256 static size_t eval_shifted_vaes256(const sigma_prg *prg, const sigma_dpf_keys *keys,
+                                                  const uint64_t *inputs, size_t first_key, const uint64_t *shifts,
+                                                  size_t shift_count, size_t count, int comparison, uint8_t *out) {
+    size_t vector_keys = count / GROUP * GROUP;
+    if (vector_keys == 0) return 0;
+    vaes_context ctx;
+    vaes_context_init(&ctx, prg, keys);
+    const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP;
+    shifted_scratch s;
+    s.seeds = aligned_alloc(32, SHIFTED_CHUNK * 16);
+    s.acc = aligned_alloc(32, SHIFTED_CHUNK * 16);
+    s.extra_seeds = aligned_alloc(32, extras * 16);
+    s.extra_acc = aligned_alloc(32, extras * 16);
+    s.x = malloc(SHIFTED_CHUNK * 8);
+    s.extra_x = malloc(extras * 8);
+    s.extra_key = malloc(extras * 4);
+    s.extra_out = malloc(extras * 4);
+    s.extra_level = malloc(extras * 4);
+    s.by_level = malloc(extras * 4);
+    // The padding's outputs land one past each chunk's real outputs: a scratch row per chunk.
+    uint8_t *chunk_out = malloc(SHIFTED_CHUNK * shift_count + 1);
+    int ok = s.seeds && s.acc && s.extra_seeds && s.extra_acc && s.x && s.extra_x && s.extra_key && s.extra_out &&
+             s.extra_level && s.by_level && chunk_out;
+    size_t done = 0;
+    while (ok && done < vector_keys) {
+        size_t n = vector_keys - done < SHIFTED_CHUNK ? vector_keys - done : SHIFTED_CHUNK;
+        if (comparison)
+            eval_shifted_chunk_vaes256(&ctx, inputs + done, shifts, shift_count, first_key + done, n, 1, chunk_out,
+                                       &s);
+        else
+            eval_shifted_chunk_vaes256(&ctx, inputs + done, shifts, shift_count, first_key + done, n, 0, chunk_out,
+                                       &s);
+        memcpy(out + done * shift_count, chunk_out, n * shift_count);
+        done += n;
+    }
+    free(s.seeds), free(s.acc), free(s.extra_seeds), free(s.extra_acc), free(s.x), free(s.extra_x);
+    free(s.extra_key), free(s.extra_out), free(s.extra_level), free(s.by_level), free(chunk_out);
     return done;
 }
 #endif
@@ -380,6 +539,25 @@ void sigma_dpf_eval(sigma_aes_backend backend, const sigma_prg *prg, const sigma
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         eval_levels(backend, prg, keys, x + done, first_key + done / points_per_key, done % points_per_key,
                     points_per_key, n, comparison, out + done);
+    }
+}
+
+void sigma_dpf_eval_shifted(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys,
+                            const uint64_t *inputs, size_t first_key, const uint64_t *shifts, size_t shift_count,
+                            size_t count, int comparison, uint8_t *out) {
+    size_t done = 0;
+#if defined(__x86_64__)
+    if (shift_count > 1 && backend <= SIGMA_AES_VAES256 && sigma_aes_backend_supported(backend))
+        done = eval_shifted_vaes256(prg, keys, inputs, first_key, shifts, shift_count, count, comparison, out);
+#endif
+    uint64_t points[CHUNK];
+    const size_t keys_per_chunk = CHUNK / shift_count;
+    for (; done < count; done += keys_per_chunk) {
+        size_t n = count - done < keys_per_chunk ? count - done : keys_per_chunk;
+        for (size_t k = 0; k < n; k++)
+            for (size_t e = 0; e < shift_count; e++) points[k * shift_count + e] = inputs[done + k] + shifts[e];
+        eval_levels(backend, prg, keys, points, first_key + done, 0, shift_count, n * shift_count, comparison,
+                    out + done * shift_count);
     }
 }
 

@@ -128,24 +128,24 @@ extension Dealer {
         try shareBits(rangeMasks)  // i: MSB(r) cancels between its two comparisons
         let carryMasks = try maskedComparisonKeys(
             alphas: r.map { $0 & ((1 << UInt64(activation.shift)) - 1) }, bits: activation.shift)
-        // Round 2: |clip(y)| for each public (î, d̂, κ̂).
+        // Round 2: |clip(y)| for each public (î, d̂, κ̂) = combination 4î + 2d̂ + κ̂, element-major so a party
+        // unpacks only the one it uses.
         let indexMasks = randomWords(count, bits: c)
-        for combo in 0..<8 {
-            let (revealedRange, revealedSign, revealedCarry) = (
-                UInt8(combo >> 2), UInt8((combo >> 1) & 1), UInt8(combo & 1)
-            )
-            let slopes = (0..<count).map { i in
-                activation.alpha[Int(2 * (revealedRange ^ rangeMasks[i]) + (revealedSign ^ signMasks[i]))]
+        var slopes = [UInt64](repeating: 0, count: 8 * count)
+        var offsets = slopes
+        for i in 0..<count {
+            let high = r[i] >> UInt64(activation.shift)
+            for combo in 0..<8 {
+                let index = Int(2 * (UInt8(combo >> 2) ^ rangeMasks[i]) + (UInt8((combo >> 1) & 1) ^ signMasks[i]))
+                let carry = UInt64(UInt8(combo & 1) ^ carryMasks[i])
+                let slope = activation.alpha[index]
+                slopes[8 * i + combo] = slope
+                offsets[8 * i + combo] =
+                    (activation.beta[index] &- slope &* (high &+ carry) &+ indexMasks[i]) & indexRing.mask
             }
-            let offsets = (0..<count).map { i -> UInt64 in
-                let index = Int(2 * (revealedRange ^ rangeMasks[i]) + (revealedSign ^ signMasks[i]))
-                let carry = UInt64(revealedCarry ^ carryMasks[i])
-                let high = r[i] >> UInt64(activation.shift)
-                return (activation.beta[index] &- slopes[i] &* (high &+ carry) &+ indexMasks[i]) & indexRing.mask
-            }
-            try share(slopes, bits: c)
-            try share(offsets, bits: c)
         }
+        try share(slopes, bits: c)
+        try share(offsets, bits: c)
         // Rounds 3 and 4: the table, then ReLU(x) − δ combined in one reveal.
         let lookupMasks = try lookupKeys(masks: indexMasks, inputBits: c, output: ring)
         let outputMasks = randomWords(count, ring: ring)
@@ -181,35 +181,30 @@ extension PartyContext {
         let carryKeys = try keys.dpf()
         let carryMaskShares = try keys.bits(count)
         let bound = activation.clipBound
-        let lows = xh.map { effectiveParts($0, m: m).low }
+        let lowMask: UInt64 = (1 << UInt64(m - 1)) - 1
+        let carryMask: UInt64 = (1 << UInt64(activation.shift)) - 1
         let below = comparison.lessThan(
-            inputs: lows, shifts: [0, bound, (1 << UInt64(m - 1)) &- bound].map { $0 & ((1 << UInt64(m - 1)) - 1) })
-        let carryShares = carryKeys.lessThan(at: xh.map { $0 & ((1 << UInt64(activation.shift)) - 1) })
-        var bits: [UInt64] = []
-        bits.reserveCapacity(3 * count)
+            inputs: xh.map { $0 & lowMask }, shifts: [0, bound & lowMask, (0 &- bound) & lowMask])
+        let carryShares = carryKeys.lessThan(at: xh.map { $0 & carryMask })
+        var bits = [UInt64](repeating: 0, count: 3 * count)
         for i in 0..<count {
             let top = effectiveParts(xh[i], m: m).top
             let topPlus = effectiveParts(xh[i] &+ bound, m: m).top
             let topMinus = effectiveParts(xh[i] &- bound, m: m).top
             let sign = (leads ? 1 ^ top : 0) ^ signConstant[i] ^ below[3 * i]
             let range = (leads ? topPlus ^ topMinus : 0) ^ rangeConstant[i] ^ below[3 * i + 1] ^ below[3 * i + 2]
-            bits += [UInt64(sign), UInt64(range), UInt64(carryShares[i] ^ carryMaskShares[i])]
+            bits[3 * i] = UInt64(sign)
+            bits[3 * i + 1] = UInt64(range)
+            bits[3 * i + 2] = UInt64(carryShares[i] ^ carryMaskShares[i])
         }
         let revealedBits = try reconstruct(bits, bits: 1).map { UInt8($0) }
         // Round 2.
-        var slope = [UInt64](repeating: 0, count: count)
-        var offset = slope
-        for combo in 0..<8 {
-            let slopes = try keys.words(count, bits: c)
-            let offsets = try keys.words(count, bits: c)
-            for i in 0..<count
-            where Int(revealedBits[3 * i + 1]) << 2 | Int(revealedBits[3 * i]) << 1 | Int(revealedBits[3 * i + 2])
-                == combo
-            {
-                slope[i] = slopes[i]
-                offset[i] = offsets[i]
-            }
+        let combos = (0..<count).map { i -> UInt8 in
+            let (sign, range, carry) = (revealedBits[3 * i], revealedBits[3 * i + 1], revealedBits[3 * i + 2])
+            return range << 2 | sign << 1 | carry
         }
+        let slope = try keys.chosenWords(candidates: 8, bits: c, choices: combos)
+        let offset = try keys.chosenWords(candidates: 8, bits: c, choices: combos)
         let indexShares = (0..<count).map { i in
             (slope[i] &* (xh[i] >> UInt64(activation.shift)) &+ offset[i]) & indexMask
         }

@@ -152,6 +152,16 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
         return values
     }
 
+    /// For each element i, the candidate choices[i] of `candidates` values written element-major by
+    /// `KeyStreamWriter.words`: only the chosen values are unpacked.
+    public func chosenWords(candidates: Int, bits: Int, choices: [UInt8]) throws(KeyStreamError) -> [UInt64] {
+        let bytes = try take(BitPacking.byteCount(count: choices.count * candidates, bits: bits))
+        guard let values = BitPacking.select(bytes, candidates: candidates, bits: bits, choices: choices) else {
+            preconditionFailure("a choice past the \(candidates) candidates")
+        }
+        return values
+    }
+
     /// A seed written by `KeyStreamWriter.seed`.
     public func seed() throws(KeyStreamError) -> [UInt8] { Array(try take(16)) }
 

@@ -41,6 +41,10 @@ public enum FSSBenchmark {
             lutRates.append((String(bits), .number(rate.rounded())))
             progress("LUT \(bits) bits: \(Int(rate)) full-domain evals/s")
         }
+        let shifted = threeShiftRates(keys: options.keys, random: &random)
+        progress(
+            "GeLU's 38-bit key at three shifts: \(Int(shifted.pointByPoint)) keys/s point by point, "
+                + "\(Int(shifted.sharedPaths)) with shared paths")
         let scaling = allCoresScaling(options, random: &random)
         progress("38-bit comparison on \(options.threads) threads: \(scaling.speedup)x one thread")
         let aesPerEval = Double(38 - 7)
@@ -51,6 +55,13 @@ public enum FSSBenchmark {
             ("cmp_keygen_per_sec", .object(keygenRates)),
             ("lut_evals_per_sec", .object(lutRates)),
             ("aes_efficiency_38", .number((rate38 * aesPerEval / aesRate * 1000).rounded() / 1000)),
+            (
+                "cmp_three_shifts_keys_per_sec_38",
+                .object([
+                    ("point_by_point", .number(shifted.pointByPoint.rounded())),
+                    ("shared_paths", .number(shifted.sharedPaths.rounded())),
+                ])
+            ),
             ("cmp_evals_per_sec_one_core_1m", .number(scaling.oneCore.rounded())),
             ("cmp_evals_per_sec_all_cores", .number(scaling.allCores.rounded())),
             ("all_cores_speedup", .number((scaling.speedup * 100).rounded() / 100)),
@@ -82,6 +93,20 @@ public enum FSSBenchmark {
         let offsets = random.values(count, bits: bits)
         let best = bestOf(3) { consume(dpf.p0.fullDomainInnerProduct(table: table, offsets: offsets)) }
         return Double(count) / best
+    }
+
+    /// GeLU's comparison: one 38-bit key at the shifts 0, +S and −S (S = 255·2^6), one core, keys per second;
+    /// each point evaluated alone against the points sharing their path down to where they part.
+    static func threeShiftRates(keys: Int, random: inout SecureRandom) -> (pointByPoint: Double, sharedPaths: Double) {
+        let bits = 38
+        let mask: UInt64 = (1 << UInt64(bits)) - 1
+        let dpf = DPF.generate(alphas: random.values(keys, bits: bits), inputBits: bits, random: &random)
+        let inputs = random.values(keys, bits: bits)
+        let shifts: [UInt64] = [0, 16320, (0 &- 16320) & mask]
+        let points = inputs.flatMap { x in shifts.map { x &+ $0 } }
+        let alone = bestOf(3) { consume(dpf.p0.lessThan(at: points, pointsPerKey: 3)) }
+        let shared = bestOf(3) { consume(dpf.p0.lessThan(inputs: inputs, shifts: shifts)) }
+        return (Double(keys) / alone, Double(keys) / shared)
     }
 
     static func allCoresScaling(_ options: Options, random: inout SecureRandom)

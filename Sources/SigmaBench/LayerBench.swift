@@ -5,10 +5,11 @@ import Ring
 
 /// `sigma bench layers`: GeLU, SiLU, softmax, LayerNorm and RMSNorm at GPT-2's shapes (sequence length 128,
 /// n = 50, f = 12), both parties in this process over loopback TCP, one core each. One block's instance is
-/// measured and multiplied by the model's count of it (12 blocks; 25 norms); the per-instance figures are reported
-/// too.
+/// measured (the median of three) and multiplied by the model's count of it (12 blocks; 25 norms); the
+/// per-instance figures are reported too.
 public enum LayerBenchmark {
-    public static func run(progress: (String) -> Void = { _ in }) throws -> JSONValue {
+    /// `only`: the layer names to measure (all when nil).
+    public static func run(only: Set<String>? = nil, progress: (String) -> Void = { _ in }) throws -> JSONValue {
         let ring = Ring(bitwidth: 50, scale: 12)
         var random = SecureRandom(insecureTestSeed: 8)
         func reals(_ count: Int, magnitude: Double, offset: Double = 0) -> [UInt64] {
@@ -46,11 +47,12 @@ public enum LayerBenchmark {
         ]
         var results: [(String, JSONValue)] = []
         RingMatrix.defaultThreads = 1
-        for (name, elements, x, w, instances, step) in cases {
+        for (name, elements, x, w, instances, step) in cases where only?.contains(name) ?? true {
             let m = try ProtocolBenchmark.measure(
-                name: name, elements: elements, ring: ring, x: x, y: w, shape: [x.count], step: step)
+                name: name, elements: elements, ring: ring, x: x, y: w, shape: [x.count], repetitions: 3, step: step)
             progress(
-                "\(name): \(String(format: "%.3f", m.onlineSeconds)) s per instance, \(m.rounds) rounds, "
+                "\(name): \(String(format: "%.3f", m.onlineSeconds)) s per instance "
+                    + "(CPU \(String(format: "%.3f", m.cpuSeconds)) s per party), \(m.rounds) rounds, "
                     + "×\(instances) = \(String(format: "%.2f", m.onlineSeconds * Double(instances))) s")
             results.append(
                 (
@@ -60,6 +62,7 @@ public enum LayerBenchmark {
                         ("elements_per_instance", .integer(elements)),
                         ("instances_in_gpt2", .integer(instances)),
                         ("online_seconds_per_instance", .number(m.onlineSeconds)),
+                        ("cpu_seconds_per_party_per_instance", .number(m.cpuSeconds)),
                         ("online_seconds_gpt2", .number(m.onlineSeconds * Double(instances))),
                         ("bytes_sent_per_party_gpt2", .integer(m.bytesSentPerParty * instances)),
                         ("rounds_per_instance", .integer(m.rounds)),

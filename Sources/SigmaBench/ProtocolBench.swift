@@ -18,6 +18,9 @@ public enum ProtocolBenchmark {
         var name: String
         var elements: Int
         var onlineSeconds: Double
+        /// CPU seconds of the busier party's thread in the median instance: less sensitive than the wall clock
+        /// to the other processes on a shared machine.
+        var cpuSeconds: Double
         var bytesSentPerParty: Int
         var rounds: Int
         var keyBytes: (p0: Int, p1: Int)
@@ -105,16 +108,21 @@ public enum ProtocolBenchmark {
     }
 
     /// Keys from the dealer into memory, then both parties over loopback TCP on two threads; the online time is
-    /// the later party's, from after the handshake to its last message.
+    /// the later party's, from after the handshake to its last message. With `repetitions` R the dealer writes R
+    /// instances' keys, the parties run R instances back to back, and the online time is the median instance's
+    /// (this machine is shared and noisy); bytes and rounds are per instance.
     static func measure(
-        name: String, elements: Int, ring: Ring, x: [UInt64], y: [UInt64], shape: [Int],
+        name: String, elements: Int, ring: Ring, x: [UInt64], y: [UInt64], shape: [Int], repetitions: Int = 1,
         step: @escaping @Sendable (any RingBackend, RingTensor, RingTensor) throws -> Void
     ) throws -> Measurement {
+        precondition(repetitions >= 1)
         let yShape = [y.count]
         let sink0 = MemoryKeySink()
         let sink1 = MemoryKeySink()
         let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom())
-        try step(dealer, RingTensor(zeros: shape, ring: ring), RingTensor(zeros: yShape, ring: ring))
+        for _ in 0..<repetitions {
+            try step(dealer, RingTensor(zeros: shape, ring: ring), RingTensor(zeros: yShape, ring: ring))
+        }
         let keys0 = sink0.bytes
         let keys1 = sink1.bytes
         let listener = try TCPListener(port: 0)
@@ -126,7 +134,8 @@ public enum ProtocolBenchmark {
                 sessionID: [UInt8](repeating: 2, count: 16))
         }
         final class Outcome: @unchecked Sendable {  // written before the semaphore signal, read after the wait
-            var seconds = 0.0
+            var seconds: [Double] = []
+            var cpu: [Double] = []
             var error: (any Error)?
         }
         let server = Outcome()
@@ -135,11 +144,15 @@ public enum ProtocolBenchmark {
             do {
                 let channel = try listener.accept(handshake: handshake(.server), security: security, timeout: 60)
                 let party = PartyContext(party: .p0, keys: KeyStreamReader(copying: keys0), channel: channel)
-                let start = DispatchTime.now().uptimeNanoseconds
-                try step(
-                    party, RingTensor(ring: ring, shape: shape, values: x),
-                    RingTensor(ring: ring, shape: yShape, values: y))
-                server.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                for _ in 0..<repetitions {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    let cpuStart = threadCPUSeconds()
+                    try step(
+                        party, RingTensor(ring: ring, shape: shape, values: x),
+                        RingTensor(ring: ring, shape: yShape, values: y))
+                    server.seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                    server.cpu.append(threadCPUSeconds() - cpuStart)
+                }
             } catch {
                 server.error = error
             }
@@ -148,18 +161,28 @@ public enum ProtocolBenchmark {
         let channel = try TCPChannel.connect(
             port: port, handshake: handshake(.client), security: security, timeout: 60)
         let party = PartyContext(party: .p1, keys: KeyStreamReader(copying: keys1), channel: channel)
-        let start = DispatchTime.now().uptimeNanoseconds
-        try step(
-            party, RingTensor(ring: ring, shape: shape, values: x), RingTensor(ring: ring, shape: yShape, values: y))
-        let clientSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        var clientSeconds: [Double] = []
+        var clientCPU: [Double] = []
+        for _ in 0..<repetitions {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let cpuStart = threadCPUSeconds()
+            try step(
+                party, RingTensor(ring: ring, shape: shape, values: x),
+                RingTensor(ring: ring, shape: yShape, values: y))
+            clientSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            clientCPU.append(threadCPUSeconds() - cpuStart)
+        }
         done.wait()
         if let error = server.error { throw error }
         let stats = channel.statistics
         channel.close()
         return Measurement(
-            name: name, elements: elements, onlineSeconds: max(clientSeconds, server.seconds),
-            bytesSentPerParty: max(stats.bytesSent, stats.bytesReceived), rounds: stats.rounds,
-            keyBytes: (keys0.count, keys1.count))
+            name: name, elements: elements,
+            onlineSeconds: zip(clientSeconds, server.seconds).map { max($0, $1) }.sorted()[repetitions / 2],
+            cpuSeconds: zip(clientCPU, server.cpu).map { max($0, $1) }.sorted()[repetitions / 2],
+            bytesSentPerParty: max(stats.bytesSent, stats.bytesReceived) / repetitions,
+            rounds: stats.rounds / repetitions,
+            keyBytes: (keys0.count / repetitions, keys1.count / repetitions))
     }
 
     static func matmulGMACs(

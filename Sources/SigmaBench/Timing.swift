@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 
 /// Wall-clock seconds of `body`.
 func seconds(_ body: () -> Void) -> Double {
@@ -17,3 +18,10 @@ func bestOf(_ repeats: Int, _ body: () -> Void) -> Double {
 /// Keeps a result alive so the optimiser cannot drop the work that produced it.
 @inline(never)
 func consume<T>(_ value: T) { withExtendedLifetime(value) {} }
+
+/// CPU seconds the calling thread has used.
+func threadCPUSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}

@@ -39,7 +39,8 @@ let usage = """
       bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
-      bench layers [--json]         GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
+      bench layers [--json] [--only GeLU,softmax,…]
+                                    GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
       bench transport [--json]      a channel's round-trip time and throughput, TLS against plain TCP
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
@@ -109,8 +110,9 @@ do {
                 arguments[2...], flags: ["--json", "--insecure-transport"],
                 values: ["--model", "--seq", "--bits", "--truncation", "--blocks", "--report"]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
-        let options = Options(arguments[2...], flags: ["--json"], values: [])
-        let result = try LayerBenchmark.run { printError($0) }
+        let options = Options(arguments[2...], flags: ["--json"], values: ["--only"])
+        let only = options.string("--only").map { Set($0.split(separator: ",").map(String.init)) }
+        let result = try LayerBenchmark.run(only: only) { printError($0) }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench layers"))
     case "bench" where arguments.count >= 2 && arguments[1] == "transport":
         let options = Options(arguments[2...], flags: ["--json"], values: [])

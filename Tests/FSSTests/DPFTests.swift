@@ -4,6 +4,11 @@ import Testing
 
 func reconstruct(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] { zip(a, b).map { $0 ^ $1 } }
 
+/// How many positions differ (short failure messages for long bit vectors).
+func mismatches(_ a: [UInt8], _ b: [UInt8]) -> Int {
+    a.count == b.count ? zip(a, b).filter { $0 != $1 }.count : max(a.count, b.count)
+}
+
 @Suite("DPF and DPF comparison")
 struct DPFTests {
     @Test("every input of every key, bitwidths 1...10", arguments: 1...10)
@@ -65,6 +70,57 @@ struct DPFTests {
             for (e, shift) in shifts.enumerated() {
                 let x = (inputs[k] &+ shift) & 0xFFFF_FFFF
                 #expect(less[k * 3 + e] == (x < alphas[k] ? 1 : 0))
+            }
+        }
+    }
+
+    /// The shifted kernel starts each extra point where it leaves the first point's path: shifts that differ in
+    /// the leaf bits only, at every level, or not at all; inputs at and beside α; key counts that are not whole
+    /// 16-key groups and span several 1024-key chunks.
+    @Test("shifted points equal each point evaluated alone", arguments: [8, 9, 12, 20, 38, 50, 64])
+    func shiftedPaths(bits: Int) {
+        var random = SecureRandom(insecureTestSeed: 300 + UInt64(bits))
+        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+        let count = 2_500
+        let alphas = random.values(count, bits: bits)
+        // Half the inputs sit just below or at α (minus a shift), so the comparisons are not all decided high up.
+        let inputs = (0..<count).map { k in k % 2 == 0 ? random.next(bits: bits) : (alphas[k] &- UInt64(k % 5)) & mask }
+        let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+        let shiftSets: [[UInt64]] = [
+            [0, 16320, (0 &- 16320) & mask],  // GeLU's clip bound
+            [5, 5, 3, 1 << UInt64(bits - 1), mask],  // a repeat, leaf-only, the top bit, −1
+            (0..<UInt64(bits)).map { (1 << $0) & mask },  // one divergence per level
+            [random.next(bits: bits)],
+        ]
+        for shifts in shiftSets {
+            let e = shifts.count
+            let points = inputs.flatMap { x in shifts.map { (x &+ $0) & mask } }
+            let expected = (0..<points.count).map { j in points[j] < alphas[j / e] ? UInt8(1) : 0 }
+            let alone = reconstruct(k0.lessThan(at: points, pointsPerKey: e), k1.lessThan(at: points, pointsPerKey: e))
+            #expect(mismatches(alone, expected) == 0, "b=\(bits) shifts \(shifts): point by point")
+            for threads in [1, 3] {
+                let shifted = reconstruct(
+                    k0.lessThan(inputs: inputs, shifts: shifts, threads: threads),
+                    k1.lessThan(inputs: inputs, shifts: shifts, threads: threads))
+                #expect(mismatches(shifted, expected) == 0, "b=\(bits) shifts \(shifts) threads \(threads)")
+            }
+            for backend in supportedBackends {
+                let share0 = k0.lessThan(inputs: inputs, shifts: shifts)
+                let view0 = k0.encoded.withUnsafeBytes { bytes in
+                    var out = [UInt8](repeating: 0, count: points.count)
+                    inputs.withUnsafeBufferPointer { x in
+                        shifts.withUnsafeBufferPointer { shifts in
+                            out.withUnsafeMutableBufferPointer { o in
+                                DPFKeyView(bytes: bytes, party: .p0, layout: k0.layout)
+                                    .evaluateShifted(
+                                        keys: 0..<count, inputs: x, shifts: shifts, output: o,
+                                        prg: FixedKeyPRG(backend: backend))
+                            }
+                        }
+                    }
+                    return out
+                }
+                #expect(mismatches(view0, share0) == 0, "b=\(bits) shifts \(shifts) backend \(backend)")
             }
         }
     }

@@ -82,6 +82,14 @@ typedef struct {
 void sigma_dpf_eval(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys, const uint64_t *x,
                     size_t first_key, size_t points_per_key, size_t count, int comparison, uint8_t *out);
 
+/// The same at E = `shift_count` (1 ... 64) public shifts of one input per key: out[k·E + e] for the point
+/// x = inputs[k] + shifts[e] under key first_key + k. An extra point (e > 0) shares the path of the point of
+/// e = 0 down to the highest bit in which the two differ and is evaluated only from there, so small shifts cost
+/// few AES calls.
+void sigma_dpf_eval_shifted(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys,
+                            const uint64_t *inputs, size_t first_key, const uint64_t *shifts, size_t shift_count,
+                            size_t count, int comparison, uint8_t *out);
+
 /// One level of full-domain DPF expansion: node j of key k = j / nodes_per_key gives children
 ///
 ///     out[2j + c] = H_c(in[j]) ^ (t(in[j]) ? C(k, c) : 0)           c in {0, 1}
