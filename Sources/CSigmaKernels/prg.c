@@ -152,25 +152,19 @@ static inline block path_correction(const uint8_t *cws, const uint8_t *deltas, s
     return c;
 }
 
-// Bit 0 ... `index` (inclusive) of a 128-bit leaf, XORed together.
-static inline uint8_t parity_through(block leaf, unsigned index) {
-    uint64_t low = index >= 63 ? ~0ull : (2ull << index) - 1;
-    uint64_t high = index < 64 ? 0 : (index == 127 ? ~0ull : (2ull << (index - 64)) - 1);
-    return (uint8_t)((__builtin_popcountll(leaf.lo & low) ^ __builtin_popcountll(leaf.hi & high)) & 1);
-}
-
 // The share bit of a point from its leaf, its last seed (control bit = the parent's share of being on alpha's
 // path) and the comparison accumulator. Comparison: the right sibling at the leaf level (parent share XOR the
-// leaf's parity) when x goes left there, plus the leaf bits above x's.
+// leaf's parity) when x goes left there, plus the leaf bits 0 ... x's low 7 bits. Branch-free: the leaf bit
+// positions are uniformly random, so branches on them would mispredict half the time.
 static inline uint8_t finish_point(uint64_t x, block leaf, uint64_t last_seed_lo, uint64_t acc, int comparison) {
-    unsigned low = (unsigned)(x & 127);
-    if (!comparison) return (uint8_t)((low < 64 ? leaf.lo >> low : leaf.hi >> (low - 64)) & 1);
-    uint8_t above = parity_through(leaf, low);
-    if ((x >> 7) & 1) {
-        uint8_t all = (uint8_t)((__builtin_popcountll(leaf.lo) ^ __builtin_popcountll(leaf.hi)) & 1);
-        return (uint8_t)((acc ^ all ^ above) & 1);
-    }
-    return (uint8_t)((acc ^ last_seed_lo ^ above) & 1);
+    const unsigned low = (unsigned)(x & 127);
+    const uint64_t in_high = 0 - (uint64_t)(low >> 6);  // all ones when the bit lies in the high word
+    if (!comparison) return (uint8_t)((((leaf.hi & in_high) | (leaf.lo & ~in_high)) >> (low & 63)) & 1);
+    const uint64_t through = (2ull << (low & 63)) - 1;  // bits 0 ... low & 63 (all 64 when it is 63)
+    const uint64_t upto = (leaf.lo & (through | in_high)) ^ (leaf.hi & through & in_high);
+    const uint64_t goes_right = 0 - ((x >> 7) & 1);
+    const uint64_t sibling = (goes_right & (uint64_t)__builtin_popcountll(leaf.lo ^ leaf.hi)) | (~goes_right & last_seed_lo);
+    return (uint8_t)((acc ^ sibling ^ (uint64_t)__builtin_popcountll(upto)) & 1);
 }
 
 // Level-by-level evaluation of up to CHUNK points with the batched per-block-key AES: the portable and AES-NI
@@ -218,51 +212,54 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// Level-by-level evaluation with VAES on ymm, for a chunk of points whose seeds and comparison accumulators
-// (32 bytes a point) stay in L2. Within a level, groups of 16 points are independent, so the out-of-order core
-// overlaps one group's AES latency with the next group's work, and each level's correction words stream
-// sequentially from the key. Per pair of blocks a level costs sigma and the tweak, 10 AES rounds with the round
-// keys in registers, one correction load and a few masks. (A depth-first variant that kept 16 seeds in
-// registers across all levels was latency-bound: 2.5 against 0.9 ns a block.) It also serves the VAES-512
-// backend: on Zen 4 a 512-bit aesenc is double-pumped, so a zmm version would gain little, and this is the path
-// our machines test.
+// Level-by-level evaluation with VAES, for a chunk of points whose seeds and comparison accumulators (32 bytes a
+// point) stay in L2. Within a level, groups of 16 points are independent, so the out-of-order core overlaps one
+// group's AES latency with the next group's work, and each level's correction words stream sequentially from the
+// key. (A depth-first variant that kept 16 seeds in registers across all levels was latency-bound: 2.5 against
+// 0.9 ns a block.) Two level passes share the drivers below: VAES on ymm (AVX2: 16 registers, so round keys and
+// AES inputs spill) and VAES on zmm (AVX-512: 32 registers hold the round keys, four blocks a register, opmasks
+// select tweaks and corrections, ternary logic folds sigma, the tweak and the first and last round keys).
 #define GROUP 16
 #define EVAL_CHUNK 2048
 #define TARGET_VAES256 __attribute__((target("aes,vaes,avx2")))
+#define TARGET_VAES512 __attribute__((target("aes,vaes,avx512f,avx512bw")))
 
-// What a level pass needs besides the points: the round keys and tweaks in registers, the key batch.
-typedef struct {
-    __m256i rk[11];
-    __m256i tweak_table[4];  // sigma(tau_d0) | sigma(tau_d1) for the four direction pairs
-    const sigma_dpf_keys *keys;
-} vaes_context;
+// One level for `count` points (a multiple of GROUP). Point i's seed is at seeds + 16i and its comparison
+// accumulator (bit 0) at acc + 16i, both 64-byte aligned arrays. Point i uses key first_key + i when key_of is
+// NULL, else first_key + key_of[i] (any order). At the leaf level point i's share goes to
+// out[out_index ? out_index[i] : i].
+typedef void (*level_pass_fn)(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,
+                              const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *acc, size_t count,
+                              uint8_t *out, const uint32_t *out_index);
 
-TARGET_VAES256 static void vaes_context_init(vaes_context *ctx, const sigma_prg *prg, const sigma_dpf_keys *keys) {
-    for (int combo = 0; combo < 4; combo++)
-        ctx->tweak_table[combo] = _mm256_set_epi64x(
-            (long long)prg->sigma_tweaks[combo >> 1][1], (long long)prg->sigma_tweaks[combo >> 1][0],
-            (long long)prg->sigma_tweaks[combo & 1][1], (long long)prg->sigma_tweaks[combo & 1][0]);
-    for (int r = 0; r < 11; r++)
-        ctx->rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
-    ctx->keys = keys;
+// The leaf level's last step for one group, from the leaves, the last seeds and the accumulators (two words a
+// point).
+static inline void finish_group(const uint64_t *x, const uint64_t *leaf_words, const uint64_t *seed_words,
+                                const uint64_t *acc_words, int comparison, uint8_t *out, const uint32_t *out_index) {
+    for (int i = 0; i < GROUP; i++) {
+        block leaf = {leaf_words[2 * i], leaf_words[2 * i + 1]};
+        out[out_index ? out_index[i] : (size_t)i] =
+            finish_point(x[i], leaf, seed_words[2 * i], acc_words[2 * i], comparison);
+    }
 }
 
-// One level for `count` points (a multiple of GROUP), two to a ymm in `seeds` and `acc`. Point i uses key
-// first_key + i when `single`, else first_key + key_of[i] (any order). At the leaf level point i's share goes to
-// out[out_index ? out_index[i] : i]. `comparison` and `single` are compile-time constants in each caller, so the
-// per-pair loops unroll fully.
+// The ymm pass: two points a register. `comparison` and `single` (key_of == NULL) are compile-time constants in
+// each instantiation, so the per-pair loops unroll fully.
 static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes256(
-    const vaes_context *ctx, unsigned level, const uint64_t *x, const uint32_t *key_of, size_t first_key,
-    __m256i *seeds, __m256i *acc, size_t count, const int comparison, const int single, uint8_t *out,
-    const uint32_t *out_index) {
+    const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x, const uint32_t *key_of,
+    size_t first_key, uint8_t *seed_bytes, uint8_t *acc_bytes, size_t count, uint8_t *out,
+    const uint32_t *out_index, const int comparison, const int single) {
     const __m256i high_mask = _mm256_set_epi64x(-1, 0, -1, 0);
     // [d0, 0, d1, 0] for the four direction pairs of two blocks.
     static const int64_t direction_table[4][4] = {{0, 0, 0, 0}, {1, 0, 0, 0}, {0, 0, 1, 0}, {1, 0, 1, 0}};
-    const sigma_dpf_keys *keys = ctx->keys;
-    // Local copies: stores through `seeds` could alias *ctx, which would reload the keys from memory every round.
-    __m256i rk[11], tweak_table[4];
-    for (int r = 0; r < 11; r++) rk[r] = ctx->rk[r];
-    for (int c = 0; c < 4; c++) tweak_table[c] = ctx->tweak_table[c];
+    __m256i rk[11], tweak_table[4];  // sigma(tau_d0) | sigma(tau_d1) for the four direction pairs
+    for (int combo = 0; combo < 4; combo++)
+        tweak_table[combo] = _mm256_set_epi64x(
+            (long long)prg->sigma_tweaks[combo >> 1][1], (long long)prg->sigma_tweaks[combo >> 1][0],
+            (long long)prg->sigma_tweaks[combo & 1][1], (long long)prg->sigma_tweaks[combo & 1][0]);
+    for (int r = 0; r < 11; r++)
+        rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    __m256i *seeds = (__m256i *)(void *)seed_bytes, *acc = (__m256i *)(void *)acc_bytes;
     const unsigned depth = keys->input_bits - 7;
     const int leaf_level = level == depth;
     const __m128i to_sign = _mm_cvtsi32_si128((int)(63 - (keys->input_bits - level)));
@@ -324,7 +321,7 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
                 v[u] = o;
             }
         } else {
-            uint64_t leaf_words[GROUP / 2][4], seed_words[GROUP / 2][4], acc_words[GROUP / 2][4];
+            uint64_t leaf_words[2 * GROUP], seed_words[2 * GROUP], acc_words[2 * GROUP];
 #pragma clang loop unroll(full)
             for (int u = 0; u < GROUP / 2; u++) {
                 __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
@@ -338,65 +335,216 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
                 __m256i leaf = _mm256_xor_si256(
                     h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
                                                             _mm256_castsi256_pd(t))));
-                _mm256_storeu_si256((__m256i *)leaf_words[u], leaf);
-                _mm256_storeu_si256((__m256i *)seed_words[u], v[u]);
-                _mm256_storeu_si256((__m256i *)acc_words[u], accumulator[u]);
+                _mm256_storeu_si256((__m256i *)(leaf_words + 4 * u), leaf);
+                _mm256_storeu_si256((__m256i *)(seed_words + 4 * u), v[u]);
+                _mm256_storeu_si256((__m256i *)(acc_words + 4 * u), accumulator[u]);
             }
-            for (int i = 0; i < GROUP; i++) {
-                int u = i / 2, lane = 2 * (i & 1);
-                block leaf = {leaf_words[u][lane], leaf_words[u][lane + 1]};
-                out[out_index ? out_index[j + i] : j + i] =
-                    finish_point(x[j + i], leaf, seed_words[u][lane], acc_words[u][lane], comparison);
-            }
+            finish_group(x + j, leaf_words, seed_words, acc_words, comparison, out + (out_index ? 0 : j),
+                         out_index ? out_index + j : NULL);
         }
     }
 }
 
-static inline __attribute__((always_inline)) TARGET_VAES256 void load_roots(const sigma_dpf_keys *keys,
-                                                                            const uint32_t *key_of, size_t first_key,
-                                                                            __m256i *seeds, __m256i *acc,
-                                                                            size_t count) {
-    const uint8_t *roots = (const uint8_t *)keys->roots;
-    for (size_t u = 0; u < count / 2; u++) {
-        size_t k0 = first_key + (key_of ? key_of[2 * u] : 2 * u), k1 = first_key + (key_of ? key_of[2 * u + 1] : 2 * u + 1);
-        seeds[u] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(roots + 16 * k0))),
-                                           _mm_loadu_si128((const __m128i *)(roots + 16 * k1)), 1);
-        acc[u] = _mm256_setzero_si256();
+// The zmm pass: four points a register. The selections are opmasks: both_lanes[m] spreads a 4-bit block mask to
+// both 64-bit lanes of each block, low_lanes[m] to the low lane only (where the control bit lives). The AES
+// input sigma(v) ^ tweak and the last round key rk10 ^ sigma(v) ^ tweak (so that aesenclast also adds the
+// feed-forward y) are one ternary-logic instruction each.
+static const uint8_t both_lanes[16] = {0x00, 0x03, 0x0c, 0x0f, 0x30, 0x33, 0x3c, 0x3f,
+                                       0xc0, 0xc3, 0xcc, 0xcf, 0xf0, 0xf3, 0xfc, 0xff};
+static const uint8_t low_lanes[16] = {0x00, 0x01, 0x04, 0x05, 0x10, 0x11, 0x14, 0x15,
+                                      0x40, 0x41, 0x44, 0x45, 0x50, 0x51, 0x54, 0x55};
+
+// The fixed inputs of a zmm level pass, in registers.
+typedef struct {
+    __m512i rk[11], tweak0, tweak1, high_lanes, low_one, one, direction_bit;
+} zmm_constants;
+
+// Points j ... j + 4Z − 1 of a zmm level pass (Z registers of four points; Z = 8 keeps 32 blocks in flight, more
+// than the AES latency needs, while the round keys stay in registers).
+static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
+    const zmm_constants *k, const sigma_dpf_keys *keys, const uint8_t *words, const uint8_t *deltas,
+    const int leaf_level, const uint64_t *x, const uint32_t *key_of, size_t first_key, __m512i *v,
+    __m512i *accumulator, size_t j, uint8_t *out, const uint32_t *out_index, const int comparison, const int single,
+    const int Z) {
+    (void)keys;
+    unsigned right = 0;  // bit i: point j + i goes right at this level
+#pragma clang loop unroll(full)
+    for (int q = 0; q < Z / 2; q++)
+        right |= (unsigned)_mm512_test_epi64_mask(_mm512_loadu_si512((const void *)(x + j + 8 * q)), k->direction_bit)
+                 << (8 * q);
+    __m512i a[8], last_key[8];
+#pragma clang loop unroll(full)
+    for (int u = 0; u < Z; u++) {
+        __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(v[u], 0x4E), v[u], k->high_lanes, 0x78);
+        __m512i tweak = _mm512_mask_blend_epi64(both_lanes[(right >> (4 * u)) & 15], k->tweak0, k->tweak1);
+        a[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[0], 0x96);
+        last_key[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[10], 0x96);
     }
-}
-
-static inline __attribute__((always_inline)) TARGET_VAES256 void eval_chunk_vaes256_impl(
-    const vaes_context *ctx, const uint64_t *x, size_t first_key, size_t phase, size_t points_per_key, size_t count,
-    const int comparison, const int single, uint8_t *out) {
-    __m256i seeds[EVAL_CHUNK / 2], acc[EVAL_CHUNK / 2];
-    uint32_t key_of[EVAL_CHUNK];  // relative to first_key
-    if (!single)
-        for (size_t i = 0; i < count; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
-    load_roots(ctx->keys, single ? NULL : key_of, first_key, seeds, acc, count);
-    const unsigned depth = ctx->keys->input_bits - 7;
-    for (unsigned level = 1; level <= depth; level++)
-        level_pass_vaes256(ctx, level, x, key_of, first_key, seeds, acc, count, comparison, single, out, NULL);
-}
-
-// Evaluates the first multiple of GROUP points in chunks; returns how many it did.
-TARGET_VAES256 static size_t eval_vaes256(const sigma_prg *prg, const sigma_dpf_keys *keys, const uint64_t *x,
-                                          size_t first_key, size_t points_per_key, size_t count, int comparison,
-                                          uint8_t *out) {
-    vaes_context ctx;
-    vaes_context_init(&ctx, prg, keys);
-    size_t done = 0;
-    for (; done + GROUP <= count; ) {
-        size_t n = count - done < EVAL_CHUNK ? (count - done) / GROUP * GROUP : EVAL_CHUNK;
-        size_t key = done / points_per_key, phase = done % points_per_key;
-        const uint64_t *xs = x + done;
-        uint8_t *o = out + done;
-        if (points_per_key == 1) {
-            if (comparison) eval_chunk_vaes256_impl(&ctx, xs, first_key + key, 0, 1, n, 1, 1, o);
-            else eval_chunk_vaes256_impl(&ctx, xs, first_key + key, 0, 1, n, 0, 1, o);
+#pragma clang loop unroll(full)
+    for (int r = 1; r < 10; r++)
+#pragma clang loop unroll(full)
+        for (int u = 0; u < Z; u++) a[u] = _mm512_aesenc_epi128(a[u], k->rk[r]);
+    if (!leaf_level) {
+        uint64_t delta = 0;  // bit i: the key of point j + i has t_R ^ t_L set
+        if (single) {
+            const size_t first = first_key + j;
+            uint64_t window;
+            memcpy(&window, deltas + (first >> 3), 5);  // 33 ... 40 bits: the group's 32 at most, shifted
+            delta = window >> (first & 7);
         } else {
-            if (comparison) eval_chunk_vaes256_impl(&ctx, xs, first_key + key, phase, points_per_key, n, 1, 0, o);
-            else eval_chunk_vaes256_impl(&ctx, xs, first_key + key, phase, points_per_key, n, 0, 0, o);
+            for (int i = 0; i < 4 * Z; i++) {
+                size_t key = first_key + key_of[j + i];
+                delta |= (uint64_t)((deltas[key >> 3] >> (key & 7)) & 1) << i;
+            }
         }
+        delta &= right;
+#pragma clang loop unroll(full)
+        for (int u = 0; u < Z; u++) {
+            __m512i h = _mm512_aesenclast_epi128(a[u], last_key[u]);
+            __m512i c;
+            if (single) {
+                c = _mm512_loadu_si512((const void *)(words + 16 * (first_key + j + 4 * u)));
+            } else {
+                const uint32_t *key = key_of + j + 4 * u;
+                c = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[0]))));
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[1]))), 1);
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[2]))), 2);
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[3]))), 3);
+            }
+            c = _mm512_mask_xor_epi64(c, low_lanes[(delta >> (4 * u)) & 15], c, k->one);
+            unsigned control = (unsigned)_mm512_test_epi64_mask(v[u], k->low_one);
+            __m512i o = _mm512_mask_xor_epi64(h, (__mmask8)(control | control << 1), h, c);
+            if (comparison)
+                accumulator[u] = _mm512_mask_ternarylogic_epi64(
+                    accumulator[u], (__mmask8)~both_lanes[(right >> (4 * u)) & 15], v[u], o, 0x96);
+            v[u] = o;
+        }
+    } else {
+        uint64_t leaf_words[2 * GROUP], seed_words[2 * GROUP], acc_words[2 * GROUP];
+        for (int half = 0; half < Z / 4; half++) {
+#pragma clang loop unroll(full)
+            for (int w = 0; w < 4; w++) {
+                const int u = 4 * half + w;
+                __m512i h = _mm512_aesenclast_epi128(a[u], last_key[u]);
+                const uint8_t *leaf_at[4];
+                for (int b = 0; b < 4; b++) {
+                    size_t key = first_key + (single ? j + 4 * u + b : key_of[j + 4 * u + b]);
+                    leaf_at[b] = words + 32 * key + 16 * ((right >> (4 * u + b)) & 1);
+                }
+                __m512i c = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)leaf_at[0]));
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[1]), 1);
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[2]), 2);
+                c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[3]), 3);
+                unsigned control = (unsigned)_mm512_test_epi64_mask(v[u], k->low_one);
+                __m512i leaf = _mm512_mask_xor_epi64(h, (__mmask8)(control | control << 1), h, c);
+                _mm512_storeu_si512((void *)(leaf_words + 8 * w), leaf);
+                _mm512_storeu_si512((void *)(seed_words + 8 * w), v[u]);
+                _mm512_storeu_si512((void *)(acc_words + 8 * w), accumulator[u]);
+            }
+            const size_t first = j + GROUP * half;
+            finish_group(x + first, leaf_words, seed_words, acc_words, comparison, out + (out_index ? 0 : first),
+                         out_index ? out_index + first : NULL);
+        }
+    }
+}
+
+// The zmm pass: 32 points a step (16 for a last half group).
+static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes512(
+    const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x, const uint32_t *key_of,
+    size_t first_key, uint8_t *seed_bytes, uint8_t *acc_bytes, size_t count, uint8_t *out,
+    const uint32_t *out_index, const int comparison, const int single) {
+    zmm_constants k;
+    for (int r = 0; r < 11; r++)
+        k.rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    k.tweak0 = _mm512_broadcast_i32x4(
+        _mm_set_epi64x((long long)prg->sigma_tweaks[0][1], (long long)prg->sigma_tweaks[0][0]));
+    k.tweak1 = _mm512_broadcast_i32x4(
+        _mm_set_epi64x((long long)prg->sigma_tweaks[1][1], (long long)prg->sigma_tweaks[1][0]));
+    k.high_lanes = _mm512_set_epi64(-1, 0, -1, 0, -1, 0, -1, 0);
+    k.low_one = _mm512_set_epi64(0, 1, 0, 1, 0, 1, 0, 1);
+    k.one = _mm512_set1_epi64(1);
+    const unsigned depth = keys->input_bits - 7;
+    const int leaf_level = level == depth;
+    k.direction_bit = _mm512_set1_epi64((long long)(1ull << (keys->input_bits - level)));
+    __m512i *seeds = (__m512i *)(void *)seed_bytes, *acc = (__m512i *)(void *)acc_bytes;
+    const uint8_t *words = leaf_level ? (const uint8_t *)keys->leaves
+                                      : (const uint8_t *)keys->levels + (level - 1) * keys->level_stride;
+    const uint8_t *deltas = leaf_level ? NULL : keys->deltas + (level - 1) * keys->delta_stride;
+    // The next level's corrections for the same consecutive keys, fetched while this level computes: each
+    // level's words lie in another region of the key, where the hardware prefetcher starts cold.
+    const uint8_t *next_words = NULL;
+    size_t next_bytes = 0;
+    if (single && !leaf_level) {
+        next_words = level + 1 == depth ? (const uint8_t *)keys->leaves + 32 * first_key
+                                        : (const uint8_t *)keys->levels + level * keys->level_stride + 16 * first_key;
+        next_bytes = level + 1 == depth ? 32 : 16;
+    }
+    size_t j = 0;
+    for (; j + 2 * GROUP <= count; j += 2 * GROUP) {
+        if (next_words)
+            for (size_t line = 0; line < 2 * GROUP * next_bytes; line += 64)
+                _mm_prefetch((const char *)(next_words + next_bytes * j + line), _MM_HINT_T1);
+        group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
+                      out_index, comparison, single, 8);
+    }
+    if (j < count)
+        group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
+                      out_index, comparison, single, 4);
+}
+
+// One instantiation per (width, comparison, single): the constants fold and the loops unroll.
+#define LEVEL_PASS(name, impl, target, comparison, single)                                                          \
+    target static void name(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,  \
+                            const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *acc, size_t count, \
+                            uint8_t *out, const uint32_t *out_index) {                                            \
+        impl(prg, keys, level, x, key_of, first_key, seeds, acc, count, out, out_index, comparison, single);        \
+    }
+LEVEL_PASS(pass256_eq_single, level_pass_vaes256, TARGET_VAES256, 0, 1)
+LEVEL_PASS(pass256_eq_keyed, level_pass_vaes256, TARGET_VAES256, 0, 0)
+LEVEL_PASS(pass256_lt_single, level_pass_vaes256, TARGET_VAES256, 1, 1)
+LEVEL_PASS(pass256_lt_keyed, level_pass_vaes256, TARGET_VAES256, 1, 0)
+LEVEL_PASS(pass512_eq_single, level_pass_vaes512, TARGET_VAES512, 0, 1)
+LEVEL_PASS(pass512_eq_keyed, level_pass_vaes512, TARGET_VAES512, 0, 0)
+LEVEL_PASS(pass512_lt_single, level_pass_vaes512, TARGET_VAES512, 1, 1)
+LEVEL_PASS(pass512_lt_keyed, level_pass_vaes512, TARGET_VAES512, 1, 0)
+
+// The vector level pass for a backend, or NULL when the backend has none (AES-NI, portable) or the CPU lacks it.
+static level_pass_fn vector_level_pass(sigma_aes_backend backend, int comparison, int single) {
+    if (backend > SIGMA_AES_VAES256 || !sigma_aes_backend_supported(backend)) return NULL;
+    static const level_pass_fn passes[2][2][2] = {
+        {{pass512_eq_keyed, pass512_eq_single}, {pass512_lt_keyed, pass512_lt_single}},
+        {{pass256_eq_keyed, pass256_eq_single}, {pass256_lt_keyed, pass256_lt_single}},
+    };
+    return passes[backend == SIGMA_AES_VAES256][comparison != 0][single != 0];
+}
+
+static void load_roots(const sigma_dpf_keys *keys, const uint32_t *key_of, size_t first_key, uint8_t *seeds,
+                       uint8_t *acc, size_t count) {
+    const uint8_t *roots = (const uint8_t *)keys->roots;
+    for (size_t i = 0; i < count; i++)
+        memcpy(seeds + 16 * i, roots + 16 * (first_key + (key_of ? key_of[i] : i)), 16);
+    memset(acc, 0, 16 * count);
+}
+
+// Evaluates the first multiple of GROUP points in chunks of EVAL_CHUNK; returns how many it did.
+static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys,
+                          const uint64_t *x, size_t first_key, size_t points_per_key, size_t count, int comparison,
+                          uint8_t *out) {
+    const int single = points_per_key == 1;
+    level_pass_fn pass = vector_level_pass(backend, comparison, single);
+    if (!pass) return 0;
+    _Alignas(64) uint8_t seeds[EVAL_CHUNK * 16], acc[EVAL_CHUNK * 16];
+    uint32_t key_of[EVAL_CHUNK];  // relative to the chunk's first key
+    const unsigned depth = keys->input_bits - 7;
+    size_t done = 0;
+    while (done + GROUP <= count) {
+        size_t n = count - done < EVAL_CHUNK ? (count - done) / GROUP * GROUP : EVAL_CHUNK;
+        size_t key = first_key + done / points_per_key, phase = done % points_per_key;
+        if (!single)
+            for (size_t i = 0; i < n; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
+        load_roots(keys, single ? NULL : key_of, key, seeds, acc, n);
+        for (unsigned level = 1; level <= depth; level++)
+            pass(prg, keys, level, x + done, single ? NULL : key_of, key, seeds, acc, n, out + done, NULL);
         done += n;
     }
     return done;
@@ -408,7 +556,7 @@ TARGET_VAES256 static size_t eval_vaes256(const sigma_prg *prg, const sigma_dpf_
 
 // Scratch for one chunk of the shifted evaluation (heap: too large for a worker thread's stack).
 typedef struct {
-    __m256i *seeds, *acc, *extra_seeds, *extra_acc;
+    uint8_t *seeds, *acc, *extra_seeds, *extra_acc;
     uint64_t *x, *extra_x;
     uint32_t *extra_key, *extra_out, *extra_level, *by_level;
 } shifted_scratch;
@@ -418,15 +566,15 @@ typedef struct {
 // point shares its principal's path down to the level of the highest bit in which the two differ, so it starts
 // there from a copy of the principal's state. With shifts much smaller than the domain (GeLU's ±2^14 in 38 bits)
 // most extra points need only the last few levels.
-static inline __attribute__((always_inline)) TARGET_VAES256 void eval_shifted_chunk_vaes256(
-    const vaes_context *ctx, const uint64_t *inputs, const uint64_t *shifts, size_t shift_count, size_t first_key,
-    size_t count, const int comparison, uint8_t *out, shifted_scratch *s) {
-    const sigma_dpf_keys *keys = ctx->keys;
+static void eval_shifted_chunk(level_pass_fn principal_pass, level_pass_fn extra_pass, const sigma_prg *prg,
+                               const sigma_dpf_keys *keys, const uint64_t *inputs, const uint64_t *shifts,
+                               size_t shift_count, size_t first_key, size_t count, uint8_t *out,
+                               shifted_scratch *s) {
     const unsigned bits = keys->input_bits, depth = bits - 7;
     const uint64_t domain = bits == 64 ? ~0ull : (1ull << bits) - 1;
     const size_t extras = count * (shift_count - 1);
     // The extra points sorted by the level at which they leave their principal's path (a counting sort).
-    uint32_t level_start[65] = {0};
+    uint32_t level_start[66] = {0};
     for (size_t k = 0; k < count; k++) {
         s->x[k] = (inputs[k] + shifts[0]) & domain;
         for (size_t e = 1; e < shift_count; e++) {
@@ -444,7 +592,7 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void eval_shifted_ch
         sum += n;
     }
     for (size_t i = 0; i < extras; i++) s->by_level[level_start[s->extra_level[i]]++] = (uint32_t)i;
-    // level_start[l] now ends level l's run; rebuild starts as the count of points leaving by level l.
+    // level_start[l] now ends level l's run: the count of points leaving by level l.
     uint64_t *sorted_x = (uint64_t *)(void *)s->extra_seeds;  // borrowed until the seeds are first written
     for (size_t r = 0; r < extras; r++) {
         uint32_t i = s->by_level[r];
@@ -461,45 +609,38 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void eval_shifted_ch
         s->extra_out[r] = (uint32_t)(count * shift_count);
     }
     load_roots(keys, NULL, first_key, s->seeds, s->acc, count);
-    uint64_t *acc_words = (uint64_t *)(void *)s->acc, *seed_words = (uint64_t *)(void *)s->seeds;
-    uint64_t *extra_acc_words = (uint64_t *)(void *)s->extra_acc, *extra_seed_words = (uint64_t *)(void *)s->extra_seeds;
+    uint32_t principal_out[SHIFTED_CHUNK];
+    for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
     size_t active = 0;
     for (unsigned level = 1; level <= depth; level++) {
         // Points leaving at this level take their principal's state before it.
-        size_t end = level_start[level];
-        for (; active < end; active++) {
+        for (size_t end = level_start[level]; active < end; active++) {
             size_t k = s->extra_key[active];
-            memcpy(extra_seed_words + 2 * active, seed_words + 2 * k, 16);
-            memcpy(extra_acc_words + 2 * active, acc_words + 2 * k, 16);
+            memcpy(s->extra_seeds + 16 * active, s->seeds + 16 * k, 16);
+            memcpy(s->extra_acc + 16 * active, s->acc + 16 * k, 16);
         }
+        principal_pass(prg, keys, level, s->x, NULL, first_key, s->seeds, s->acc, count, out,
+                       level == depth ? principal_out : NULL);
         size_t run = (active + GROUP - 1) / GROUP * GROUP;
-        uint32_t principal_out[SHIFTED_CHUNK];
-        const uint32_t *principal_index = NULL;
-        if (level == depth) {
-            for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
-            principal_index = principal_out;
-        }
-        level_pass_vaes256(ctx, level, s->x, NULL, first_key, s->seeds, s->acc, count, comparison, 1, out,
-                           principal_index);
         if (run)
-            level_pass_vaes256(ctx, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc, run,
-                               comparison, 0, out, s->extra_out);
+            extra_pass(prg, keys, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc, run,
+                       out, s->extra_out);
     }
 }
 
-TARGET_VAES256 static size_t eval_shifted_vaes256(const sigma_prg *prg, const sigma_dpf_keys *keys,
-                                                  const uint64_t *inputs, size_t first_key, const uint64_t *shifts,
-                                                  size_t shift_count, size_t count, int comparison, uint8_t *out) {
+static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *prg, const sigma_dpf_keys *keys,
+                                  const uint64_t *inputs, size_t first_key, const uint64_t *shifts,
+                                  size_t shift_count, size_t count, int comparison, uint8_t *out) {
     size_t vector_keys = count / GROUP * GROUP;
-    if (vector_keys == 0) return 0;
-    vaes_context ctx;
-    vaes_context_init(&ctx, prg, keys);
+    level_pass_fn principal_pass = vector_level_pass(backend, comparison, 1);
+    level_pass_fn extra_pass = vector_level_pass(backend, comparison, 0);
+    if (vector_keys == 0 || !principal_pass) return 0;
     const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP;
     shifted_scratch s;
-    s.seeds = aligned_alloc(32, SHIFTED_CHUNK * 16);
-    s.acc = aligned_alloc(32, SHIFTED_CHUNK * 16);
-    s.extra_seeds = aligned_alloc(32, extras * 16);
-    s.extra_acc = aligned_alloc(32, extras * 16);
+    s.seeds = aligned_alloc(64, SHIFTED_CHUNK * 16);
+    s.acc = aligned_alloc(64, SHIFTED_CHUNK * 16);
+    s.extra_seeds = aligned_alloc(64, extras * 16);
+    s.extra_acc = aligned_alloc(64, extras * 16);
     s.x = malloc(SHIFTED_CHUNK * 8);
     s.extra_x = malloc(extras * 8);
     s.extra_key = malloc(extras * 4);
@@ -513,12 +654,8 @@ TARGET_VAES256 static size_t eval_shifted_vaes256(const sigma_prg *prg, const si
     size_t done = 0;
     while (ok && done < vector_keys) {
         size_t n = vector_keys - done < SHIFTED_CHUNK ? vector_keys - done : SHIFTED_CHUNK;
-        if (comparison)
-            eval_shifted_chunk_vaes256(&ctx, inputs + done, shifts, shift_count, first_key + done, n, 1, chunk_out,
-                                       &s);
-        else
-            eval_shifted_chunk_vaes256(&ctx, inputs + done, shifts, shift_count, first_key + done, n, 0, chunk_out,
-                                       &s);
+        eval_shifted_chunk(principal_pass, extra_pass, prg, keys, inputs + done, shifts, shift_count,
+                           first_key + done, n, chunk_out, &s);
         memcpy(out + done * shift_count, chunk_out, n * shift_count);
         done += n;
     }
@@ -532,8 +669,7 @@ void sigma_dpf_eval(sigma_aes_backend backend, const sigma_prg *prg, const sigma
                     size_t first_key, size_t points_per_key, size_t count, int comparison, uint8_t *out) {
     size_t done = 0;
 #if defined(__x86_64__)
-    if (backend <= SIGMA_AES_VAES256 && sigma_aes_backend_supported(backend))
-        done = eval_vaes256(prg, keys, x, first_key, points_per_key, count, comparison, out);
+    done = eval_vector(backend, prg, keys, x, first_key, points_per_key, count, comparison, out);
 #endif
     for (; done < count; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
@@ -547,8 +683,9 @@ void sigma_dpf_eval_shifted(sigma_aes_backend backend, const sigma_prg *prg, con
                             size_t count, int comparison, uint8_t *out) {
     size_t done = 0;
 #if defined(__x86_64__)
-    if (shift_count > 1 && backend <= SIGMA_AES_VAES256 && sigma_aes_backend_supported(backend))
-        done = eval_shifted_vaes256(prg, keys, inputs, first_key, shifts, shift_count, count, comparison, out);
+    if (shift_count > 1)
+        done = eval_shifted_vector(backend, prg, keys, inputs, first_key, shifts, shift_count, count, comparison,
+                                   out);
 #endif
     uint64_t points[CHUNK];
     const size_t keys_per_chunk = CHUNK / shift_count;

@@ -125,6 +125,49 @@ struct DPFTests {
         }
     }
 
+    /// The vector level passes work on groups of 16 and 32 points with a scalar tail: counts around those sizes,
+    /// one and three points per key, equality and comparison, each backend against the truth.
+    @Test("every backend at group-boundary counts, equality and comparison", arguments: supportedBackends)
+    func groupBoundaries(backend: AESBackend) {
+        var random = SecureRandom(insecureTestSeed: 77)
+        for bits in [9, 38, 64] {
+            let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+            for count in [1, 15, 16, 17, 31, 32, 33, 48, 63, 2_048 + 16 + 3] {
+                let alphas = random.values(count, bits: bits)
+                let (k0, k1) = DPF.generate(alphas: alphas, inputBits: bits, random: &random)
+                for pointsPerKey in [1, 3] {
+                    // Every third point at α or just below it, so the leaf-level paths are exercised.
+                    let points = (0..<(count * pointsPerKey)).map { j -> UInt64 in
+                        j % 3 == 0 ? random.next(bits: bits) : (alphas[j / pointsPerKey] &- UInt64(j % 3 - 1)) & mask
+                    }
+                    for comparison in [false, true] {
+                        let expected = (0..<points.count).map { j -> UInt8 in
+                            let alpha = alphas[j / pointsPerKey]
+                            return (comparison ? points[j] < alpha : points[j] == alpha) ? 1 : 0
+                        }
+                        let shares = [k0, k1].map { key in
+                            key.encoded.withUnsafeBytes { bytes in
+                                var out = [UInt8](repeating: 0, count: points.count)
+                                points.withUnsafeBufferPointer { x in
+                                    out.withUnsafeMutableBufferPointer { o in
+                                        DPFKeyView(bytes: bytes, party: key.party, layout: key.layout)
+                                            .evaluatePaths(
+                                                keys: 0..<count, pointsPerKey: pointsPerKey, points: x, output: o,
+                                                comparison: comparison, prg: FixedKeyPRG(backend: backend))
+                                    }
+                                }
+                                return out
+                            }
+                        }
+                        #expect(
+                            mismatches(reconstruct(shares[0], shares[1]), expected) == 0,
+                            "b=\(bits) count \(count) E=\(pointsPerKey) comparison \(comparison)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("parallel evaluation equals sequential, on every backend", arguments: supportedBackends)
     func threadsAndBackends(backend: AESBackend) {
         var random = SecureRandom(insecureTestSeed: 9)
