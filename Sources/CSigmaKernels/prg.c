@@ -19,6 +19,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -224,6 +225,10 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 #define TARGET_VAES256 __attribute__((target("aes,vaes,avx2")))
 #define TARGET_VAES512 __attribute__((target("aes,vaes,avx512f,avx512bw")))
 
+// Which key point i of a level pass uses: first_key + key_of[i] (any order), first_key + i, or first_key + i / 2
+// (two points a key, as the extra points of a three-shift evaluation).
+enum { LAYOUT_KEYED = 0, LAYOUT_SINGLE = 1, LAYOUT_PAIRS = 2 };
+
 // One level for `count` points (a multiple of GROUP). Point i's seed is at seeds + 16i and its comparison
 // accumulator (bit 0) at acc + 16i, both 64-byte aligned arrays. Point i uses key first_key + i when key_of is
 // NULL, else first_key + key_of[i] (any order). At the leaf level point i's share goes to
@@ -364,9 +369,10 @@ typedef struct {
 static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
     const zmm_constants *k, const sigma_dpf_keys *keys, const uint8_t *words, const uint8_t *deltas,
     const int leaf_level, const uint64_t *x, const uint32_t *key_of, size_t first_key, __m512i *v,
-    __m512i *accumulator, size_t j, uint8_t *out, const uint32_t *out_index, const int comparison, const int single,
+    __m512i *accumulator, size_t j, uint8_t *out, const uint32_t *out_index, const int comparison, const int layout,
     const int Z) {
     (void)keys;
+    const int single = layout == LAYOUT_SINGLE, pairs = layout == LAYOUT_PAIRS;
     unsigned right = 0;  // bit i: point j + i goes right at this level
 #pragma clang loop unroll(full)
     for (int q = 0; q < Z / 2; q++)
@@ -391,6 +397,17 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
             uint64_t window;
             memcpy(&window, deltas + (first >> 3), 5);  // 33 ... 40 bits: the group's 32 at most, shifted
             delta = window >> (first & 7);
+        } else if (pairs) {
+            const size_t first = first_key + j / 2;
+            uint32_t window;
+            memcpy(&window, deltas + (first >> 3), 3);  // 17 ... 24 bits: the group's 16 keys at most, shifted
+            uint64_t bits = (window >> (first & 7)) & 0xffff;
+            // Each key's bit to both of its points: spread to the even positions, then copy to the odd.
+            bits = (bits | bits << 8) & 0x00ff00ff;
+            bits = (bits | bits << 4) & 0x0f0f0f0f;
+            bits = (bits | bits << 2) & 0x33333333;
+            bits = (bits | bits << 1) & 0x55555555;
+            delta = bits | bits << 1;
         } else {
             for (int i = 0; i < 4 * Z; i++) {
                 size_t key = first_key + key_of[j + i];
@@ -404,6 +421,10 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
             __m512i c;
             if (single) {
                 c = _mm512_loadu_si512((const void *)(words + 16 * (first_key + j + 4 * u)));
+            } else if (pairs) {
+                __m512i two = _mm512_castsi256_si512(
+                    _mm256_loadu_si256((const __m256i *)(words + 16 * (first_key + (j + 4 * u) / 2))));
+                c = _mm512_shuffle_i64x2(two, two, _MM_SHUFFLE(1, 1, 0, 0));
             } else {
                 const uint32_t *key = key_of + j + 4 * u;
                 c = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[0]))));
@@ -428,7 +449,8 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
                 __m512i h = _mm512_aesenclast_epi128(a[u], last_key[u]);
                 const uint8_t *leaf_at[4];
                 for (int b = 0; b < 4; b++) {
-                    size_t key = first_key + (single ? j + 4 * u + b : key_of[j + 4 * u + b]);
+                    size_t key =
+                        first_key + (single ? j + 4 * u + b : pairs ? (j + 4 * u + b) / 2 : key_of[j + 4 * u + b]);
                     leaf_at[b] = words + 32 * key + 16 * ((right >> (4 * u + b)) & 1);
                 }
                 __m512i c = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)leaf_at[0]));
@@ -452,7 +474,7 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
 static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes512(
     const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x, const uint32_t *key_of,
     size_t first_key, uint8_t *seed_bytes, uint8_t *acc_bytes, size_t count, uint8_t *out,
-    const uint32_t *out_index, const int comparison, const int single) {
+    const uint32_t *out_index, const int comparison, const int layout) {
     zmm_constants k;
     for (int r = 0; r < 11; r++)
         k.rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
@@ -474,48 +496,52 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
     // level's words lie in another region of the key, where the hardware prefetcher starts cold.
     const uint8_t *next_words = NULL;
     size_t next_bytes = 0;
-    if (single && !leaf_level) {
+    if (layout != LAYOUT_KEYED && !leaf_level) {
         next_words = level + 1 == depth ? (const uint8_t *)keys->leaves + 32 * first_key
                                         : (const uint8_t *)keys->levels + level * keys->level_stride + 16 * first_key;
         next_bytes = level + 1 == depth ? 32 : 16;
     }
     size_t j = 0;
+    const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
     for (; j + 2 * GROUP <= count; j += 2 * GROUP) {
         if (next_words)
-            for (size_t line = 0; line < 2 * GROUP * next_bytes; line += 64)
-                _mm_prefetch((const char *)(next_words + next_bytes * j + line), _MM_HINT_T1);
+            for (size_t line = 0; line < 2 * GROUP * next_bytes / points_per_key; line += 64)
+                _mm_prefetch((const char *)(next_words + next_bytes * (j / points_per_key) + line), _MM_HINT_T1);
         group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
-                      out_index, comparison, single, 8);
+                      out_index, comparison, layout, 8);
     }
     if (j < count)
         group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
-                      out_index, comparison, single, 4);
+                      out_index, comparison, layout, 4);
 }
 
-// One instantiation per (width, comparison, single): the constants fold and the loops unroll.
-#define LEVEL_PASS(name, impl, target, comparison, single)                                                          \
+// One instantiation per (width, comparison, layout): the constants fold and the loops unroll.
+#define LEVEL_PASS(name, impl, target, comparison, layout)                                                          \
     target static void name(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,  \
                             const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *acc, size_t count, \
                             uint8_t *out, const uint32_t *out_index) {                                            \
-        impl(prg, keys, level, x, key_of, first_key, seeds, acc, count, out, out_index, comparison, single);        \
+        impl(prg, keys, level, x, key_of, first_key, seeds, acc, count, out, out_index, comparison, layout);        \
     }
-LEVEL_PASS(pass256_eq_single, level_pass_vaes256, TARGET_VAES256, 0, 1)
 LEVEL_PASS(pass256_eq_keyed, level_pass_vaes256, TARGET_VAES256, 0, 0)
-LEVEL_PASS(pass256_lt_single, level_pass_vaes256, TARGET_VAES256, 1, 1)
+LEVEL_PASS(pass256_eq_single, level_pass_vaes256, TARGET_VAES256, 0, 1)
 LEVEL_PASS(pass256_lt_keyed, level_pass_vaes256, TARGET_VAES256, 1, 0)
-LEVEL_PASS(pass512_eq_single, level_pass_vaes512, TARGET_VAES512, 0, 1)
-LEVEL_PASS(pass512_eq_keyed, level_pass_vaes512, TARGET_VAES512, 0, 0)
-LEVEL_PASS(pass512_lt_single, level_pass_vaes512, TARGET_VAES512, 1, 1)
-LEVEL_PASS(pass512_lt_keyed, level_pass_vaes512, TARGET_VAES512, 1, 0)
+LEVEL_PASS(pass256_lt_single, level_pass_vaes256, TARGET_VAES256, 1, 1)
+LEVEL_PASS(pass512_eq_keyed, level_pass_vaes512, TARGET_VAES512, 0, LAYOUT_KEYED)
+LEVEL_PASS(pass512_eq_single, level_pass_vaes512, TARGET_VAES512, 0, LAYOUT_SINGLE)
+LEVEL_PASS(pass512_eq_pairs, level_pass_vaes512, TARGET_VAES512, 0, LAYOUT_PAIRS)
+LEVEL_PASS(pass512_lt_keyed, level_pass_vaes512, TARGET_VAES512, 1, LAYOUT_KEYED)
+LEVEL_PASS(pass512_lt_single, level_pass_vaes512, TARGET_VAES512, 1, LAYOUT_SINGLE)
+LEVEL_PASS(pass512_lt_pairs, level_pass_vaes512, TARGET_VAES512, 1, LAYOUT_PAIRS)
 
-// The vector level pass for a backend, or NULL when the backend has none (AES-NI, portable) or the CPU lacks it.
-static level_pass_fn vector_level_pass(sigma_aes_backend backend, int comparison, int single) {
+// The vector level pass for a backend and layout, or NULL when the backend has none (AES-NI, portable) or the CPU
+// lacks it. The ymm pass has no pairs layout; it serves pairs with key_of (which the callers always fill).
+static level_pass_fn vector_level_pass(sigma_aes_backend backend, int comparison, int layout) {
     if (backend > SIGMA_AES_VAES256 || !sigma_aes_backend_supported(backend)) return NULL;
-    static const level_pass_fn passes[2][2][2] = {
-        {{pass512_eq_keyed, pass512_eq_single}, {pass512_lt_keyed, pass512_lt_single}},
-        {{pass256_eq_keyed, pass256_eq_single}, {pass256_lt_keyed, pass256_lt_single}},
+    static const level_pass_fn passes[2][2][3] = {
+        {{pass512_eq_keyed, pass512_eq_single, pass512_eq_pairs}, {pass512_lt_keyed, pass512_lt_single, pass512_lt_pairs}},
+        {{pass256_eq_keyed, pass256_eq_single, pass256_eq_keyed}, {pass256_lt_keyed, pass256_lt_single, pass256_lt_keyed}},
     };
-    return passes[backend == SIGMA_AES_VAES256][comparison != 0][single != 0];
+    return passes[backend == SIGMA_AES_VAES256][comparison != 0][layout];
 }
 
 static void load_roots(const sigma_dpf_keys *keys, const uint32_t *key_of, size_t first_key, uint8_t *seeds,
@@ -531,7 +557,7 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
                           const uint64_t *x, size_t first_key, size_t points_per_key, size_t count, int comparison,
                           uint8_t *out) {
     const int single = points_per_key == 1;
-    level_pass_fn pass = vector_level_pass(backend, comparison, single);
+    level_pass_fn pass = vector_level_pass(backend, comparison, single ? LAYOUT_SINGLE : LAYOUT_KEYED);
     if (!pass) return 0;
     _Alignas(64) uint8_t seeds[EVAL_CHUNK * 16], acc[EVAL_CHUNK * 16];
     uint32_t key_of[EVAL_CHUNK];  // relative to the chunk's first key
@@ -556,23 +582,34 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
 
 // Scratch for one chunk of the shifted evaluation (heap: too large for a worker thread's stack).
 typedef struct {
-    uint8_t *seeds, *acc, *extra_seeds, *extra_acc;
-    uint64_t *x, *extra_x;
-    uint32_t *extra_key, *extra_out, *extra_level, *by_level;
+    uint8_t *seeds, *acc, *extra_seeds, *extra_acc, *dense_seeds, *dense_acc;
+    uint64_t *x, *extra_x, *dense_x;
+    uint32_t *extra_key, *extra_out, *extra_level, *by_level, *dense_key, *dense_out;
 } shifted_scratch;
+
+// The passes of a shifted evaluation: the principal points (one a key), the extra points that left early (any
+// keys) and, with two shifts besides the first, every key's two extra points from a common level on.
+typedef struct {
+    level_pass_fn principal, keyed, pairs;
+} shifted_passes;
 
 // The keys first_key ... first_key + count − 1 (count a multiple of GROUP, at most SHIFTED_CHUNK), each at
 // E = shift_count points x_k + shift_e. The principal points (e = 0) walk their whole paths together; an extra
 // point shares its principal's path down to the level of the highest bit in which the two differ, so it starts
 // there from a copy of the principal's state. With shifts much smaller than the domain (GeLU's ±2^14 in 38 bits)
 // most extra points need only the last few levels.
-static void eval_shifted_chunk(level_pass_fn principal_pass, level_pass_fn extra_pass, const sigma_prg *prg,
-                               const sigma_dpf_keys *keys, const uint64_t *inputs, const uint64_t *shifts,
-                               size_t shift_count, size_t first_key, size_t count, uint8_t *out,
-                               shifted_scratch *s) {
+//
+// Extra points that leave at different levels are scattered over the keys, so their pass gathers key words one
+// by one (about twice the cost of a pass over consecutive keys). With E = 3, from the level `dense_from` on every
+// key's two extra points are evaluated side by side instead, reading each key's words once for both; points that
+// have not left yet by then start from their principal's state and compute its path twice until they do. The level
+// is chosen to minimise (point-levels gathered) × 2 + (point-levels side by side).
+static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *prg, const sigma_dpf_keys *keys,
+                               const uint64_t *inputs, const uint64_t *shifts, size_t shift_count, size_t first_key,
+                               size_t count, uint8_t *out, shifted_scratch *s) {
     const unsigned bits = keys->input_bits, depth = bits - 7;
     const uint64_t domain = bits == 64 ? ~0ull : (1ull << bits) - 1;
-    const size_t extras = count * (shift_count - 1);
+    const size_t per_key = shift_count - 1, extras = count * per_key;
     // The extra points sorted by the level at which they leave their principal's path (a counting sort).
     uint32_t level_start[66] = {0};
     for (size_t k = 0; k < count; k++) {
@@ -580,7 +617,7 @@ static void eval_shifted_chunk(level_pass_fn principal_pass, level_pass_fn extra
         for (size_t e = 1; e < shift_count; e++) {
             uint64_t point = (inputs[k] + shifts[e]) & domain, differ = (point ^ s->x[k]) >> 7;
             unsigned level = differ ? bits - (63 - (unsigned)__builtin_clzll(differ)) - 7 : depth;
-            size_t i = k * (shift_count - 1) + e - 1;
+            size_t i = k * per_key + e - 1;
             s->extra_level[i] = level;
             s->extra_x[i] = point;  // staged here, placed below
             level_start[level]++;
@@ -593,12 +630,21 @@ static void eval_shifted_chunk(level_pass_fn principal_pass, level_pass_fn extra
     }
     for (size_t i = 0; i < extras; i++) s->by_level[level_start[s->extra_level[i]]++] = (uint32_t)i;
     // level_start[l] now ends level l's run: the count of points leaving by level l.
+    unsigned dense_from = depth + 1;  // never
+    if (shift_count == 3) {
+        size_t best = SIZE_MAX, gathered = 0;
+        for (unsigned level = 1; level <= depth + 1; level++) {
+            size_t cost = 2 * gathered + (size_t)(depth + 1 - level) * extras;
+            if (cost < best) best = cost, dense_from = level;
+            if (level <= depth) gathered += level_start[level];
+        }
+    }
     uint64_t *sorted_x = (uint64_t *)(void *)s->extra_seeds;  // borrowed until the seeds are first written
     for (size_t r = 0; r < extras; r++) {
         uint32_t i = s->by_level[r];
         sorted_x[r] = s->extra_x[i];
-        s->extra_key[r] = (uint32_t)(i / (shift_count - 1));
-        s->extra_out[r] = (uint32_t)((i / (shift_count - 1)) * shift_count + i % (shift_count - 1) + 1);
+        s->extra_key[r] = (uint32_t)(i / per_key);
+        s->extra_out[r] = (uint32_t)((i / per_key) * shift_count + i % per_key + 1);
     }
     memcpy(s->extra_x, sorted_x, extras * sizeof(uint64_t));
     // Padding up to a whole group: valid key and point, output to a sink past the real outputs.
@@ -613,18 +659,43 @@ static void eval_shifted_chunk(level_pass_fn principal_pass, level_pass_fn extra
     for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
     size_t active = 0;
     for (unsigned level = 1; level <= depth; level++) {
-        // Points leaving at this level take their principal's state before it.
-        for (size_t end = level_start[level]; active < end; active++) {
-            size_t k = s->extra_key[active];
-            memcpy(s->extra_seeds + 16 * active, s->seeds + 16 * k, 16);
-            memcpy(s->extra_acc + 16 * active, s->acc + 16 * k, 16);
+        // State is taken before the principal's pass moves it past this level.
+        if (level == dense_from) {
+            // Every extra point side by side: those already on their own path bring their state, the others
+            // take their principal's, which is theirs up to here.
+            for (size_t k = 0; k < count; k++)
+                for (size_t e = 0; e < 2; e++) {
+                    size_t d = 2 * k + e;
+                    memcpy(s->dense_seeds + 16 * d, s->seeds + 16 * k, 16);
+                    memcpy(s->dense_acc + 16 * d, s->acc + 16 * k, 16);
+                    s->dense_x[d] = (inputs[k] + shifts[e + 1]) & domain;
+                    s->dense_key[d] = (uint32_t)k;
+                    s->dense_out[d] = (uint32_t)(3 * k + e + 1);
+                }
+            for (size_t r = 0; r < active; r++) {
+                size_t d = s->extra_out[r] - s->extra_out[r] / 3 - 1;  // 3k + e + 1 -> 2k + e
+                memcpy(s->dense_seeds + 16 * d, s->extra_seeds + 16 * r, 16);
+                memcpy(s->dense_acc + 16 * d, s->extra_acc + 16 * r, 16);
+            }
+        } else if (level < dense_from) {
+            // Points leaving at this level take their principal's state before it.
+            for (size_t end = level_start[level]; active < end; active++) {
+                size_t k = s->extra_key[active];
+                memcpy(s->extra_seeds + 16 * active, s->seeds + 16 * k, 16);
+                memcpy(s->extra_acc + 16 * active, s->acc + 16 * k, 16);
+            }
         }
-        principal_pass(prg, keys, level, s->x, NULL, first_key, s->seeds, s->acc, count, out,
-                       level == depth ? principal_out : NULL);
-        size_t run = (active + GROUP - 1) / GROUP * GROUP;
-        if (run)
-            extra_pass(prg, keys, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc, run,
-                       out, s->extra_out);
+        passes->principal(prg, keys, level, s->x, NULL, first_key, s->seeds, s->acc, count, out,
+                          level == depth ? principal_out : NULL);
+        if (level >= dense_from) {
+            passes->pairs(prg, keys, level, s->dense_x, s->dense_key, first_key, s->dense_seeds, s->dense_acc,
+                          extras, out, level == depth ? s->dense_out : NULL);
+        } else {
+            size_t run = (active + GROUP - 1) / GROUP * GROUP;
+            if (run)
+                passes->keyed(prg, keys, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc,
+                              run, out, s->extra_out);
+        }
     }
 }
 
@@ -632,35 +703,43 @@ static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *pr
                                   const uint64_t *inputs, size_t first_key, const uint64_t *shifts,
                                   size_t shift_count, size_t count, int comparison, uint8_t *out) {
     size_t vector_keys = count / GROUP * GROUP;
-    level_pass_fn principal_pass = vector_level_pass(backend, comparison, 1);
-    level_pass_fn extra_pass = vector_level_pass(backend, comparison, 0);
-    if (vector_keys == 0 || !principal_pass) return 0;
-    const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP;
+    shifted_passes passes = {vector_level_pass(backend, comparison, LAYOUT_SINGLE),
+                             vector_level_pass(backend, comparison, LAYOUT_KEYED),
+                             vector_level_pass(backend, comparison, LAYOUT_PAIRS)};
+    if (vector_keys == 0 || !passes.principal) return 0;
+    const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP, dense = 2 * SHIFTED_CHUNK;
     shifted_scratch s;
     s.seeds = aligned_alloc(64, SHIFTED_CHUNK * 16);
     s.acc = aligned_alloc(64, SHIFTED_CHUNK * 16);
     s.extra_seeds = aligned_alloc(64, extras * 16);
     s.extra_acc = aligned_alloc(64, extras * 16);
+    s.dense_seeds = aligned_alloc(64, dense * 16);
+    s.dense_acc = aligned_alloc(64, dense * 16);
     s.x = malloc(SHIFTED_CHUNK * 8);
     s.extra_x = malloc(extras * 8);
+    s.dense_x = malloc(dense * 8);
     s.extra_key = malloc(extras * 4);
     s.extra_out = malloc(extras * 4);
     s.extra_level = malloc(extras * 4);
     s.by_level = malloc(extras * 4);
+    s.dense_key = malloc(dense * 4);
+    s.dense_out = malloc(dense * 4);
     // The padding's outputs land one past each chunk's real outputs: a scratch row per chunk.
     uint8_t *chunk_out = malloc(SHIFTED_CHUNK * shift_count + 1);
-    int ok = s.seeds && s.acc && s.extra_seeds && s.extra_acc && s.x && s.extra_x && s.extra_key && s.extra_out &&
-             s.extra_level && s.by_level && chunk_out;
+    int ok = s.seeds && s.acc && s.extra_seeds && s.extra_acc && s.dense_seeds && s.dense_acc && s.x && s.extra_x &&
+             s.dense_x && s.extra_key && s.extra_out && s.extra_level && s.by_level && s.dense_key && s.dense_out &&
+             chunk_out;
     size_t done = 0;
     while (ok && done < vector_keys) {
         size_t n = vector_keys - done < SHIFTED_CHUNK ? vector_keys - done : SHIFTED_CHUNK;
-        eval_shifted_chunk(principal_pass, extra_pass, prg, keys, inputs + done, shifts, shift_count,
-                           first_key + done, n, chunk_out, &s);
+        eval_shifted_chunk(&passes, prg, keys, inputs + done, shifts, shift_count, first_key + done, n, chunk_out,
+                           &s);
         memcpy(out + done * shift_count, chunk_out, n * shift_count);
         done += n;
     }
-    free(s.seeds), free(s.acc), free(s.extra_seeds), free(s.extra_acc), free(s.x), free(s.extra_x);
-    free(s.extra_key), free(s.extra_out), free(s.extra_level), free(s.by_level), free(chunk_out);
+    free(s.seeds), free(s.acc), free(s.extra_seeds), free(s.extra_acc), free(s.dense_seeds), free(s.dense_acc);
+    free(s.x), free(s.extra_x), free(s.dense_x), free(s.extra_key), free(s.extra_out), free(s.extra_level);
+    free(s.by_level), free(s.dense_key), free(s.dense_out), free(chunk_out);
     return done;
 }
 #endif
@@ -755,6 +834,33 @@ __attribute__((target("avx2"))) static uint64_t bits_dot_avx2(const uint64_t *wo
     return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
+// Eight table words per masked add: the bits of the leaf are the opmask, so a 64-bit word costs eight adds
+// (the AVX2 version builds each mask from a broadcast, an and and a compare).
+__attribute__((target("avx512f"))) static uint64_t bits_dot_avx512(const uint64_t *words, const uint64_t *w,
+                                                                  size_t nwords) {
+    __m512i sum0 = _mm512_setzero_si512(), sum1 = _mm512_setzero_si512();
+    for (size_t k = 0; k < nwords; k++) {
+        uint64_t m = words[k];
+        const uint64_t *row = w + 64 * k;
+        for (int q = 0; q < 8; q += 2) {
+            sum0 = _mm512_mask_add_epi64(sum0, (__mmask8)(m >> (8 * q)), sum0, _mm512_loadu_si512(row + 8 * q));
+            sum1 = _mm512_mask_add_epi64(sum1, (__mmask8)(m >> (8 * q + 8)), sum1,
+                                         _mm512_loadu_si512(row + 8 * q + 8));
+        }
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(sum0, sum1));
+}
+
+static int have_avx512(void) {
+    static int cached = -1;
+    int known = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = sigma_aes_backend_supported(SIGMA_AES_VAES512);  // AVX-512F with the OS saving zmm state
+        __atomic_store_n(&cached, known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+
 static int have_avx2(void) {
     static int cached = -1;
     int known = __atomic_load_n(&cached, __ATOMIC_RELAXED);
@@ -766,13 +872,14 @@ static int have_avx2(void) {
 }
 #endif
 
-uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
+uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint64_t *w, size_t nbits) {
     size_t nwords = nbits / 64;
     const uint8_t *b = (const uint8_t *)bits;
 #if defined(__x86_64__)
-    if (have_avx2()) {
-        // Leaves are unaligned 128-bit blocks; copy words out only if the pointer is misaligned.
-        if (((uintptr_t)b & 7) == 0) return bits_dot_avx2((const uint64_t *)(const void *)b, w, nwords);
+    // Leaves are unaligned 128-bit blocks; the vector paths need 8-byte alignment for their word reads.
+    if (((uintptr_t)b & 7) == 0) {
+        if (vector_bits >= 512 && have_avx512()) return bits_dot_avx512((const uint64_t *)(const void *)b, w, nwords);
+        if (vector_bits >= 256 && have_avx2()) return bits_dot_avx2((const uint64_t *)(const void *)b, w, nwords);
     }
 #endif
     uint64_t sum = 0;
@@ -785,6 +892,10 @@ uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
         }
     }
     return sum;
+}
+
+uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
+    return sigma_bits_dot_with(512, bits, w, nbits);
 }
 
 void sigma_dpf_keygen_level(sigma_aes_backend backend, const sigma_prg *prg, void *seeds0, void *seeds1,
@@ -851,4 +962,9 @@ int sigma_os_random(void *out, size_t count) {
         count -= (size_t)got;
     }
     return 0;
+}
+
+void sigma_keep_freed_memory(void) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
 }

@@ -1,3 +1,4 @@
+import CSigmaKernels
 import FSS
 import Foundation
 import SigmaBench
@@ -49,6 +50,13 @@ let usage = """
                                     forward TCP with D ms added in each direction (scripts/netns-bench.sh)
       help                          show this text
     """
+
+// A party allocates arrays of a layer's size (MBs) for every gate and frees them at its end. glibc serves those
+// from fresh mmap()s and hands freed heap tops back to the kernel, so each gate paid page faults and the kernel's
+// zeroing of every page again (16 % of GeLU's online CPU, measured with perf). Keep freed memory in the process:
+// blocks up to 32 MiB (glibc's largest fixed threshold) come from the heap and are reused. Larger blocks (the
+// embedding's one-hot product) still map and unmap.
+sigma_keep_freed_memory()
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 do {

@@ -91,6 +91,8 @@ struct DPFTests {
             [5, 5, 3, 1 << UInt64(bits - 1), mask],  // a repeat, leaf-only, the top bit, −1
             (0..<UInt64(bits)).map { (1 << $0) & mask },  // one divergence per level
             [random.next(bits: bits)],
+            // Three shifts whose extra points leave at a middle level and at the top, before the common level.
+            [7, (1 << UInt64(bits / 2)) & mask, (mask &- (1 << UInt64(bits - 3)) &+ 1) & mask],
         ]
         for shifts in shiftSets {
             let e = shifts.count

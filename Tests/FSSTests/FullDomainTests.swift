@@ -1,3 +1,4 @@
+import CSigmaKernels
 import Testing
 
 @testable import FSS
@@ -41,6 +42,27 @@ struct FullDomainTests {
             #expect(sign == 1 || sign == 3)
             let value = sign == 1 ? d0[k] &- d1[k] : d1[k] &- d0[k]
             #expect(value == table[Int(inputs[k])], "b=\(bits) x=\(inputs[k]) r=\(allMasks[k])")
+        }
+    }
+    @Test("the bit-vector inner product is the same on AVX-512, AVX2 and scalar code")
+    func bitsDotPaths() {
+        var random = SecureRandom(insecureTestSeed: 41)
+        for nbits in [64, 128, 256, 1_024, 8_192] {
+            let table = random.values(nbits, bits: 64)
+            // Dense, sparse, empty and full bit vectors.
+            let patterns: [[UInt64]] = [
+                random.values(nbits / 64, bits: 64),
+                (0..<(nbits / 64)).map { _ in random.next(bits: 64) & random.next(bits: 64) & random.next(bits: 64) },
+                [UInt64](repeating: 0, count: nbits / 64), [UInt64](repeating: ~0, count: nbits / 64),
+            ]
+            for words in patterns {
+                var expected: UInt64 = 0
+                for i in 0..<nbits where (words[i / 64] >> UInt64(i % 64)) & 1 == 1 { expected &+= table[i] }
+                for width: UInt32 in [512, 256, 0] {
+                    let dot = words.withUnsafeBytes { sigma_bits_dot_with(width, $0.baseAddress!, table, nbits) }
+                    #expect(dot == expected, "\(nbits) bits on \(width)-bit vectors")
+                }
+            }
         }
     }
 }

@@ -104,6 +104,9 @@ void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, con
 /// The inner product of a bit vector with a table: sum of w[i] over the set bits i < nbits of `bits`,
 /// mod 2^64. `nbits` is a multiple of 64.
 uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits);
+/// The same on vectors of at most `vector_bits` (512: AVX-512, 256: AVX2, 0: scalar), where the CPU has them;
+/// for tests that compare the paths.
+uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint64_t *w, size_t nbits);
 
 /// One level of DPF key generation for `count` keys (both parties' seeds advance in place). For key i with
 /// a = bit `shift` of alphas[i]: writes the level word (seed correction, t_L in bit 0) to words_out[i], and sets bit
@@ -119,6 +122,11 @@ void sigma_dpf_keygen_leaf(sigma_aes_backend backend, const sigma_prg *prg, cons
 
 /// Fills `out` with `count` bytes from the operating system's CSPRNG (getrandom). Returns 0 on success.
 int sigma_os_random(void *out, size_t count);
+
+/// Makes glibc keep freed memory for reuse instead of returning it to the kernel: blocks up to 32 MiB come from
+/// the heap (not from fresh mmap()s) and the heap is never trimmed. For processes that allocate and free many
+/// arrays of MBs (a party's gates), which otherwise pay a page fault and a page clear per 4 KiB each time.
+void sigma_keep_freed_memory(void);
 
 #ifdef __cplusplus
 }
