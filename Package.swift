@@ -56,7 +56,8 @@ let package = Package(
             name: "SigmaFuzzTargets", dependencies: ["FSS", "Protocols", "Transport", "Models"],
             swiftSettings: hotSwiftFlags),
         .executableTarget(
-            name: "sigma", dependencies: ["CSigmaKernels", "FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
+            name: "sigma",
+            dependencies: ["CSigmaKernels", "FSS", "Ring", "Protocols", "Transport", "Models", "SigmaBench"]),
         // OpenSSL's AES is a test oracle only (ECB on random data): the FSS kernels never call it.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
