@@ -965,6 +965,7 @@ int sigma_os_random(void *out, size_t count) {
 }
 
 void sigma_keep_freed_memory(void) {
+    mallopt(M_ARENA_MAX, 1);  // threads' own arenas are mmapped heaps of at most 64 MiB, created and dropped as needed
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
 }

@@ -51,6 +51,7 @@ public enum BitPacking {
     /// The same, reading the packed bytes in place (a mapped key file, a received message).
     public static func unpack(_ bytes: UnsafeRawBufferPointer, count: Int, bits: Int) -> [UInt64]? {
         guard (1...64).contains(bits), bytes.count == byteCount(count: count, bits: bits) else { return nil }
+        if bits == 1 { return unpackBits(bytes, count: count) }
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) &- 1
         return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
             // Whole 8-byte loads while they stay inside the buffer (plus one spill byte), bytewise at the end.
@@ -70,6 +71,20 @@ public enum BitPacking {
                 result[i] = bytewiseValue(bytes, at: i, bits: bits)
                 i += 1
             }
+            initialized = count
+        }
+    }
+
+    /// Single bits (the masked bits of comparisons, the most common message): eight values from each byte, with
+    /// no per-value load or shift by a variable offset.
+    static func unpackBits(_ bytes: UnsafeRawBufferPointer, count: Int) -> [UInt64] {
+        [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
+            let whole = count / 8
+            for b in 0..<whole {
+                let byte = UInt64(bytes[b])
+                for j in 0..<8 { result[8 * b + j] = (byte >> UInt64(j)) & 1 }
+            }
+            for i in (8 * whole)..<count { result[i] = UInt64(bytes[i / 8] >> UInt8(i % 8)) & 1 }
             initialized = count
         }
     }
