@@ -77,7 +77,7 @@ struct MatrixTests {
         // k = 0, and k past 4096 where the kernels walk 256-term blocks (several, and a ragged last block).
         for (m, k, n) in [
             (1, 1, 1), (3, 5, 7), (4, 8, 8), (9, 17, 33), (13, 64, 40), (128, 100, 96), (2, 0, 3), (5, 256, 9),
-            (6, 257, 16), (9, 700, 41), (5, 4097, 9), (3, 4400, 17),
+            (6, 257, 16), (9, 700, 41), (7, 1537, 40), (4, 3072, 33), (5, 4097, 9), (3, 4400, 17),
         ] {
             let batch = 2
             let a = (0..<(batch * m * k)).map { _ in next() }

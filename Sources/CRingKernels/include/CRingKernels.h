@@ -20,8 +20,9 @@ int sigma_matmul_supported(sigma_matmul_kernel kernel);
 /// The fastest supported kernel, detected once.
 sigma_matmul_kernel sigma_matmul_best(void);
 
-/// Sums longer than this many terms are walked in cache-sized blocks (matmul.c); callers split such products so that
-/// each thread streams B once.
+/// Past this many terms B outgrows the caches (the one-hot embedding: k = 50257), so callers give each thread one
+/// block of rows and each thread streams B once. (The kernels walk sums in cache-sized blocks from fewer terms on:
+/// see matmul.c.)
 #define SIGMA_MATMUL_BLOCK_FROM 4096
 
 /// Rows [row_begin, row_end) of C = A·B mod 2^64 (A m×k, B k×n, C m×n, row-major, C overwritten).
