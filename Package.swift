@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "FSSTests", dependencies: ["FSS", "CSigmaKernels", "COpenSSL"]),
         .testTarget(name: "RingTests", dependencies: ["Ring", "CRingKernels"]),
         .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "FSS", "Ring"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Protocols", "Ring", "CSigmaCrypto"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["SigmaFuzzTargets"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Protocols", "Ring", "FSS", "Transport", "sigma"]),
     ]

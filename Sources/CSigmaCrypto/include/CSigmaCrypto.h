@@ -55,6 +55,11 @@ sigma_gmac_state *sigma_gmac_begin(const uint8_t *key, const uint8_t *nonce);
 void sigma_gmac_add(sigma_gmac_state *state, const void *data, size_t length);
 int sigma_gmac_end(sigma_gmac_state *state, uint8_t *tag);
 
+/// The GMAC of the concatenated `pieces`, by OpenSSL's GCM (`use_openssl` = 1) or by the shim's own GHASH on
+/// VPCLMULQDQ where the CPU has it (0; sigma_gmac uses it, ghash.c): for tests that compare the two.
+int sigma_gmac_with(int use_openssl, const uint8_t *key, const uint8_t *nonce, const void *const *pieces,
+                    const size_t *lengths, size_t count, uint8_t *tag);
+
 /// HMAC-SHA-256 of `length` bytes under `key`, into 32 bytes of `out` (used as a key-derivation function:
 /// HKDF-Expand with one block). Returns 0 on success.
 int sigma_hmac_sha256(const uint8_t *key, size_t key_length, const void *data, size_t length, uint8_t *out);
