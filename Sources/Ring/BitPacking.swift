@@ -1,3 +1,5 @@
+internal import CRingKernels
+
 /// Packing of n-bit values into exactly ⌈count · n / 8⌉ bytes, for the wire: value i occupies bits
 /// [i·n, (i+1)·n) of a little-endian bit stream. SIGMA's GPU code packs this way; on the CPU the reference sends
 /// whole 64-bit words, which costs up to 64/n times the bytes.
@@ -52,24 +54,11 @@ public enum BitPacking {
     public static func unpack(_ bytes: UnsafeRawBufferPointer, count: Int, bits: Int) -> [UInt64]? {
         guard (1...64).contains(bits), bytes.count == byteCount(count: count, bits: bits) else { return nil }
         if bits == 1 { return unpackBits(bytes, count: count) }
-        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) &- 1
         return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
-            // Whole 8-byte loads while they stay inside the buffer (plus one spill byte), bytewise at the end.
-            let fast = bytes.count >= 9 ? count : 0
-            var i = 0
-            while i < fast {
-                let bit = i * bits
-                let byte = bit / 8
-                if byte + 9 > bytes.count { break }
-                let shift = UInt64(bit % 8)
-                var v = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: byte, as: UInt64.self)) >> shift
-                if shift + UInt64(bits) > 64 { v |= UInt64(bytes[byte + 8]) << (64 - shift) }
-                result[i] = v & mask
-                i += 1
-            }
-            while i < count {
-                result[i] = bytewiseValue(bytes, at: i, bits: bits)
-                i += 1
+            if count > 0 {
+                sigma_unpack(
+                    bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, count, UInt32(bits),
+                    result.baseAddress!)
             }
             initialized = count
         }

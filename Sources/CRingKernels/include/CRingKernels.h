@@ -34,6 +34,10 @@ void sigma_matmul_rows(sigma_matmul_kernel kernel, const uint64_t *a, const uint
 void sigma_matmul_transposed_columns(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t m, size_t k, size_t n,
                                      size_t col_begin, size_t col_end);
 
+/// Unpacks `count` values of `bits` (1 ... 64) bits from `bytes` (at least ⌈count·bits/8⌉ of `byte_count` bytes), the
+/// wire format of BitPacking: value i at bits [i·bits, (i+1)·bits) of a little-endian bit stream.
+void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigned bits, uint64_t *out);
+
 #ifdef __cplusplus
 }
 #endif
