@@ -13,34 +13,21 @@ public enum BitPacking {
         precondition((1...64).contains(bits))
         let start = bytes.count
         let size = byteCount(count: values.count, bits: bits)
-        bytes.append(contentsOf: repeatElement(0, count: size + 8))  // slack for whole-word stores
-        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) &- 1
-        bytes.withUnsafeMutableBytes { raw in
-            let out = raw.baseAddress! + start
-            var accumulator: UInt64 = 0
-            var filled = 0
-            var offset = 0
-            for value in values {
-                let v = value & mask
-                accumulator |= v << UInt64(filled)
-                if filled + bits >= 64 {
-                    out.storeBytes(of: accumulator.littleEndian, toByteOffset: offset, as: UInt64.self)
-                    offset += 8
-                    accumulator = filled == 0 ? 0 : v >> UInt64(64 - filled)
-                    filled = filled + bits - 64
-                } else {
-                    filled += bits
-                }
+        bytes.append(contentsOf: repeatElement(0, count: size))
+        guard size > 0 else { return }
+        values.withUnsafeBufferPointer { v in
+            bytes.withUnsafeMutableBytes { raw in
+                sigma_pack(
+                    v.baseAddress!, v.count, UInt32(bits),
+                    (raw.baseAddress! + start).assumingMemoryBound(to: UInt8.self), size)
             }
-            if filled > 0 { out.storeBytes(of: accumulator.littleEndian, toByteOffset: offset, as: UInt64.self) }
         }
-        bytes.removeLast(8)
     }
 
     /// The packed form of `values`.
     public static func pack(_ values: [UInt64], bits: Int) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(byteCount(count: values.count, bits: bits) + 8)
+        bytes.reserveCapacity(byteCount(count: values.count, bits: bits))
         pack(values, bits: bits, into: &bytes)
         return bytes
     }

@@ -46,6 +46,14 @@ struct RingTests {
             }
             let packed = BitPacking.pack(values, bits: bits)
             #expect(packed.count == (count * bits + 7) / 8)
+            // The wire format, bit by bit: value i at bits [i·n, (i+1)·n) of a little-endian bit stream.
+            var reference = [UInt8](repeating: 0, count: (count * bits + 7) / 8)
+            for (i, value) in values.enumerated() {
+                for b in 0..<bits where (value >> UInt64(b)) & 1 == 1 {
+                    reference[(i * bits + b) / 8] |= 1 << UInt8((i * bits + b) % 8)
+                }
+            }
+            #expect(packed == reference)
             #expect(BitPacking.unpack(packed[...], count: count, bits: bits) == values)
         }
         // Higher bits of an input are ignored; a wrong length is refused.

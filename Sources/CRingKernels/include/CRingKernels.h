@@ -38,6 +38,10 @@ void sigma_matmul_transposed_columns(const uint64_t *a, const uint64_t *b, uint6
 /// wire format of BitPacking: value i at bits [i·bits, (i+1)·bits) of a little-endian bit stream.
 void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigned bits, uint64_t *out);
 
+/// The inverse: packs the low `bits` bits of each of `count` values into `bytes` (exactly ⌈count·bits/8⌉ =
+/// `byte_count` bytes, overwritten).
+void sigma_pack(const uint64_t *values, size_t count, unsigned bits, uint8_t *bytes, size_t byte_count);
+
 #ifdef __cplusplus
 }
 #endif
