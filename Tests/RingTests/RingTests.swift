@@ -82,7 +82,8 @@ struct MatrixTests {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return state
         }
-        // k = 0, and k past 4096 where the kernels walk 256-term blocks (several, and a ragged last block).
+        // k = 0, and k past 1536 where the kernels walk 256-term blocks (several, and a ragged last block), and past
+        // 4096 where each thread takes one block of rows.
         for (m, k, n) in [
             (1, 1, 1), (3, 5, 7), (4, 8, 8), (9, 17, 33), (13, 64, 40), (128, 100, 96), (2, 0, 3), (5, 256, 9),
             (6, 257, 16), (9, 700, 41), (7, 1537, 40), (4, 3072, 33), (5, 4097, 9), (3, 4400, 17),
