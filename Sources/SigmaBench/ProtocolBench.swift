@@ -133,9 +133,23 @@ public enum ProtocolBenchmark {
                 role: role, modelFingerprint: [UInt8](repeating: 1, count: 32),
                 sessionID: [UInt8](repeating: 2, count: 16))
         }
-        final class Outcome: @unchecked Sendable {  // written before the semaphore signal, read after the wait
+        /// Each instance's wall and thread-CPU seconds for one party.
+        @Sendable func instances(_ party: PartyContext) throws -> (seconds: [Double], cpu: [Double]) {
             var seconds: [Double] = []
             var cpu: [Double] = []
+            for _ in 0..<repetitions {
+                let start = DispatchTime.now().uptimeNanoseconds
+                let cpuStart = threadCPUSeconds()
+                try step(
+                    party, RingTensor(ring: ring, shape: shape, values: x),
+                    RingTensor(ring: ring, shape: yShape, values: y))
+                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                cpu.append(threadCPUSeconds() - cpuStart)
+            }
+            return (seconds, cpu)
+        }
+        final class Outcome: @unchecked Sendable {  // written before the semaphore signal, read after the wait
+            var timings: (seconds: [Double], cpu: [Double]) = ([], [])
             var error: (any Error)?
         }
         let server = Outcome()
@@ -143,16 +157,8 @@ public enum ProtocolBenchmark {
         Thread {
             do {
                 let channel = try listener.accept(handshake: handshake(.server), security: security, timeout: 60)
-                let party = PartyContext(party: .p0, keys: KeyStreamReader(copying: keys0), channel: channel)
-                for _ in 0..<repetitions {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    let cpuStart = threadCPUSeconds()
-                    try step(
-                        party, RingTensor(ring: ring, shape: shape, values: x),
-                        RingTensor(ring: ring, shape: yShape, values: y))
-                    server.seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                    server.cpu.append(threadCPUSeconds() - cpuStart)
-                }
+                server.timings = try instances(
+                    PartyContext(party: .p0, keys: KeyStreamReader(copying: keys0), channel: channel))
             } catch {
                 server.error = error
             }
@@ -160,26 +166,17 @@ public enum ProtocolBenchmark {
         }.start()
         let channel = try TCPChannel.connect(
             port: port, handshake: handshake(.client), security: security, timeout: 60)
-        let party = PartyContext(party: .p1, keys: KeyStreamReader(copying: keys1), channel: channel)
-        var clientSeconds: [Double] = []
-        var clientCPU: [Double] = []
-        for _ in 0..<repetitions {
-            let start = DispatchTime.now().uptimeNanoseconds
-            let cpuStart = threadCPUSeconds()
-            try step(
-                party, RingTensor(ring: ring, shape: shape, values: x),
-                RingTensor(ring: ring, shape: yShape, values: y))
-            clientSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            clientCPU.append(threadCPUSeconds() - cpuStart)
-        }
+        let client = try instances(PartyContext(party: .p1, keys: KeyStreamReader(copying: keys1), channel: channel))
         done.wait()
         if let error = server.error { throw error }
         let stats = channel.statistics
         channel.close()
+        /// The median instance of the later party.
+        func median(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { max($0, $1) }.sorted()[repetitions / 2] }
         return Measurement(
             name: name, elements: elements,
-            onlineSeconds: zip(clientSeconds, server.seconds).map { max($0, $1) }.sorted()[repetitions / 2],
-            cpuSeconds: zip(clientCPU, server.cpu).map { max($0, $1) }.sorted()[repetitions / 2],
+            onlineSeconds: median(client.seconds, server.timings.seconds),
+            cpuSeconds: median(client.cpu, server.timings.cpu),
             bytesSentPerParty: max(stats.bytesSent, stats.bytesReceived) / repetitions,
             rounds: stats.rounds / repetitions,
             keyBytes: (keys0.count / repetitions, keys1.count / repetitions))
