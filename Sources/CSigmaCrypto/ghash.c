@@ -110,10 +110,6 @@ TARGET_VCLMUL static size_t hash_blocks_wide(sigma_ghash *g, const uint8_t *data
     size_t done = 0;
     for (; done + GHASH_STEP <= blocks; done += GHASH_STEP) {
         const uint8_t *p = data + 16 * done;
-        // Key files are mapped 4 KiB pages, where the hardware prefetcher stops at every page boundary: fetch
-        // 4 KiB ahead (under the other party's load this hashed at about 6 GB/s in a BERT-base run without it).
-        for (int line = 0; line < 16 * GHASH_STEP; line += 64)
-            _mm_prefetch((const char *)(p + 4096 + line), _MM_HINT_T0);
         __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512(), middle = _mm512_setzero_si512();
         for (int r = 0; r < REGISTERS; r++) {
             __m512i x = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(p + 64 * r)), reverse);
