@@ -18,10 +18,16 @@ extension Dealer {
         return masks
     }
 
-    /// Shares of `whenZero[i]` and `whenOne[i]` (mod 2^bits), for the party to pick by a revealed bit.
+    /// Shares of `whenZero[i]` and `whenOne[i]` (mod 2^bits), for the party to pick by a revealed bit; element-major
+    /// (whenZero[0], whenOne[0], whenZero[1], …) so that a party unpacks only the one it picks.
     func candidates(whenZero: [UInt64], whenOne: [UInt64], bits: Int) throws {
-        try share(whenZero, bits: bits)
-        try share(whenOne, bits: bits)
+        precondition(whenZero.count == whenOne.count)
+        var interleaved = [UInt64](repeating: 0, count: 2 * whenZero.count)
+        for i in 0..<whenZero.count {
+            interleaved[2 * i] = whenZero[i]
+            interleaved[2 * i + 1] = whenOne[i]
+        }
+        try share(interleaved, bits: bits)
     }
 }
 
@@ -36,8 +42,6 @@ extension PartyContext {
 
     /// This party's share of the candidate each revealed bit picks.
     func pickCandidates(_ revealed: [UInt8], bits: Int) throws -> [UInt64] {
-        let whenZero = try keys.words(revealed.count, bits: bits)
-        let whenOne = try keys.words(revealed.count, bits: bits)
-        return (0..<revealed.count).map { revealed[$0] == 0 ? whenZero[$0] : whenOne[$0] }
+        try keys.chosenWords(candidates: 2, bits: bits, choices: revealed)
     }
 }
