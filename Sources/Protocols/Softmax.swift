@@ -44,17 +44,22 @@ extension Dealer {
         try shareBits((0..<count).map { UInt8(r[$0] >> UInt64(n - 1)) ^ rangeMasks[$0] })
         let carryMasks = try maskedComparisonKeys(alphas: r.map { $0 & ((1 << UInt64(s)) - 1) }, bits: s)
         let outputMasks = randomWords(count, bits: c)
-        for combo in 0..<4 {
-            let (revealedRange, revealedCarry) = (UInt8(combo >> 1), UInt8(combo & 1))
-            let inRange = (0..<count).map { revealedRange ^ rangeMasks[$0] }
-            try share(inRange.map { UInt64($0) }, bits: c)
-            try share(
-                (0..<count).map { i -> UInt64 in
-                    if inRange[i] == 0 { return (outputMask &+ outputMasks[i]) & outputMask }
-                    let carry = UInt64(revealedCarry ^ carryMasks[i])
-                    return (outputMasks[i] &- (r[i] >> UInt64(s)) &- carry) & outputMask
-                }, bits: c)
+        // For each public (î, κ̂) = combination 2î + κ̂, element-major so a party unpacks only the one it uses.
+        var slopes = [UInt64](repeating: 0, count: 4 * count)
+        var offsets = slopes
+        for i in 0..<count {
+            for combo in 0..<4 {
+                let inRange = UInt8(combo >> 1) ^ rangeMasks[i]
+                let carry = UInt64(UInt8(combo & 1) ^ carryMasks[i])
+                slopes[4 * i + combo] = UInt64(inRange)
+                offsets[4 * i + combo] =
+                    inRange == 0
+                    ? (outputMask &+ outputMasks[i]) & outputMask
+                    : (outputMasks[i] &- (r[i] >> UInt64(s)) &- carry) & outputMask
+            }
         }
+        try share(slopes, bits: c)
+        try share(offsets, bits: c)
         return RingTensor(ring: Ring(bitwidth: c, scale: 0), shape: x.shape, values: outputMasks)
     }
 }
@@ -74,23 +79,16 @@ extension PartyContext {
         let shifted = x.values.map { ($0 &- bound) & x.ring.mask }
         let below = comparison.lessThan(at: shifted.map { $0 & low })
         let carries = carryKeys.lessThan(at: x.values.map { $0 & ((1 << UInt64(s)) - 1) })
-        var bits: [UInt64] = []
-        bits.reserveCapacity(2 * count)
+        var bits = [UInt64](repeating: 0, count: 2 * count)
         for i in 0..<count {
             let range = (leads ? UInt8(shifted[i] >> UInt64(n - 1)) : 0) ^ rangeConstant[i] ^ below[i]
-            bits += [UInt64(range), UInt64(carries[i] ^ carryMaskShares[i])]
+            bits[2 * i] = UInt64(range)
+            bits[2 * i + 1] = UInt64(carries[i] ^ carryMaskShares[i])
         }
         let revealed = try reconstruct(bits, bits: 1)
-        var slope = [UInt64](repeating: 0, count: count)
-        var offset = slope
-        for combo in 0..<4 {
-            let slopes = try keys.words(count, bits: c)
-            let offsets = try keys.words(count, bits: c)
-            for i in 0..<count where Int(revealed[2 * i]) << 1 | Int(revealed[2 * i + 1]) == combo {
-                slope[i] = slopes[i]
-                offset[i] = offsets[i]
-            }
-        }
+        let combos = (0..<count).map { i in UInt8(revealed[2 * i] << 1 | revealed[2 * i + 1]) }
+        let slope = try keys.chosenWords(candidates: 4, bits: c, choices: combos)
+        let offset = try keys.chosenWords(candidates: 4, bits: c, choices: combos)
         let shares = (0..<count).map { i in (slope[i] &* (x.values[i] >> UInt64(s)) &+ offset[i]) & outputMask }
         return RingTensor(ring: Ring(bitwidth: c, scale: 0), shape: x.shape, values: try reconstruct(shares, bits: c))
     }
