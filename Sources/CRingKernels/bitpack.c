@@ -52,6 +52,22 @@ void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigne
     for (size_t i = 8 * groups; i < count; i++) out[i] = value_at(bytes, i, bits);
 }
 
+void sigma_unpack_chosen(const uint8_t *bytes, size_t byte_count, size_t count, unsigned candidates, unsigned bits,
+                         const uint8_t *choices, uint64_t *out) {
+    const uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
+    for (size_t i = 0; i < count; i++) {
+        size_t index = i * candidates + choices[i], bit = index * bits, byte = bit / 8;
+        if (byte + 9 <= byte_count) {
+            unsigned shift = (unsigned)(bit % 8);
+            uint64_t v = load64(bytes + byte) >> shift;
+            if (shift + bits > 64) v |= (uint64_t)bytes[byte + 8] << (64 - shift);
+            out[i] = v & mask;
+        } else {
+            out[i] = value_at(bytes, index, bits);
+        }
+    }
+}
+
 void sigma_pack(const uint64_t *values, size_t count, unsigned bits, uint8_t *bytes, size_t byte_count) {
     // A 64-bit accumulator written out a whole word at a time: read-modify-writes of overlapping words at each
     // value's offset would make every load wait on the previous value's store (store forwarding fails on partial

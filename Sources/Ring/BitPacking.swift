@@ -74,40 +74,15 @@ public enum BitPacking {
         guard (1...64).contains(bits), bytes.count == byteCount(count: count * candidates, bits: bits),
             choices.allSatisfy({ Int($0) < candidates })
         else { return nil }
-        let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) &- 1
         return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
-            for i in 0..<count {
-                let index = i * candidates + Int(choices[i])
-                let bit = index * bits
-                let byte = bit / 8
-                if byte + 9 <= bytes.count {
-                    let shift = UInt64(bit % 8)
-                    var v = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: byte, as: UInt64.self)) >> shift
-                    if shift + UInt64(bits) > 64 { v |= UInt64(bytes[byte + 8]) << (64 - shift) }
-                    result[i] = v & mask
-                } else {
-                    result[i] = bytewiseValue(bytes, at: index, bits: bits)
+            if count > 0 {
+                choices.withUnsafeBufferPointer { chosen in
+                    sigma_unpack_chosen(
+                        bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, count,
+                        UInt32(candidates), UInt32(bits), chosen.baseAddress!, result.baseAddress!)
                 }
             }
             initialized = count
         }
-    }
-
-    /// Value `index`, assembled byte by byte (the last few values of a buffer).
-    private static func bytewiseValue(_ bytes: UnsafeRawBufferPointer, at index: Int, bits: Int) -> UInt64 {
-        let bit = index * bits
-        var v: UInt64 = 0
-        var taken = 0
-        var byte = bit / 8
-        var offset = bit % 8
-        while taken < bits {
-            let available = min(8 - offset, bits - taken)
-            let piece = (UInt64(bytes[byte]) >> UInt64(offset)) & ((1 << UInt64(available)) - 1)
-            v |= piece << UInt64(taken)
-            taken += available
-            byte += 1
-            offset = 0
-        }
-        return v
     }
 }

@@ -56,6 +56,28 @@ struct RingTests {
             #expect(packed == reference)
             #expect(BitPacking.unpack(packed[...], count: count, bits: bits) == values)
         }
+        // One of K candidates per element, read in place (the tail values too), against plain indexing.
+        for (candidates, count) in [(2, 1), (2, 37), (4, 64), (8, 101)] {
+            let values = (0..<(candidates * count)).map { i -> UInt64 in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return state & mask
+            }
+            let choices = (0..<count).map { i in UInt8((i * 7 + bits) % candidates) }
+            let packed = BitPacking.pack(values, bits: bits)
+            let chosen = packed.withUnsafeBytes {
+                BitPacking.select($0, candidates: candidates, bits: bits, choices: choices)
+            }
+            #expect(chosen == (0..<count).map { values[$0 * candidates + Int(choices[$0])] })
+            // A choice past the candidates, or a buffer of another size, is refused.
+            #expect(
+                packed.withUnsafeBytes {
+                    BitPacking.select($0, candidates: candidates, bits: bits, choices: [UInt8(candidates)])
+                } == nil)
+            #expect(
+                packed.dropLast().withUnsafeBytes {
+                    BitPacking.select($0, candidates: candidates, bits: bits, choices: choices)
+                } == nil)
+        }
         // Higher bits of an input are ignored; a wrong length is refused.
         if bits < 64 {
             #expect(BitPacking.unpack(BitPacking.pack([~0], bits: bits)[...], count: 1, bits: bits) == [mask])

@@ -38,6 +38,11 @@ void sigma_matmul_transposed_columns(const uint64_t *a, const uint64_t *b, uint6
 /// wire format of BitPacking: value i at bits [i·bits, (i+1)·bits) of a little-endian bit stream.
 void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigned bits, uint64_t *out);
 
+/// For each i, value i·candidates + choices[i] of `bytes` packed as above (choices[i] < candidates; the caller checks
+/// that the buffer holds count·candidates values): one of several candidates per element, read in place.
+void sigma_unpack_chosen(const uint8_t *bytes, size_t byte_count, size_t count, unsigned candidates, unsigned bits,
+                         const uint8_t *choices, uint64_t *out);
+
 /// The inverse: packs the low `bits` bits of each of `count` values into `bytes` (exactly ⌈count·bits/8⌉ =
 /// `byte_count` bytes, overwritten).
 void sigma_pack(const uint64_t *values, size_t count, unsigned bits, uint8_t *bytes, size_t byte_count);
