@@ -27,8 +27,24 @@ static uint64_t value_at(const uint8_t *bytes, size_t index, unsigned bits) {
     return v;
 }
 
+// Value `index` anywhere in a buffer of `byte_count` bytes: one 8-byte load (and a ninth byte past 57 bits) where
+// it stays inside, byte by byte at the end.
+static inline uint64_t value_in(const uint8_t *bytes, size_t byte_count, size_t index, unsigned bits,
+                                uint64_t mask) {
+    size_t bit = index * bits, byte = bit / 8;
+    if (byte + 9 > byte_count) return value_at(bytes, index, bits);
+    unsigned shift = (unsigned)(bit % 8);
+    uint64_t v = load64(bytes + byte) >> shift;
+    if (shift + bits > 64) v |= (uint64_t)bytes[byte + 8] << (64 - shift);
+    return v & mask;
+}
+
 void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigned bits, uint64_t *out) {
     const uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
+    if (bits == 1) {  // single bits (the masked bits of comparisons, the most common message): eight a byte
+        for (size_t i = 0; i < count; i++) out[i] = (bytes[i / 8] >> (i % 8)) & 1;
+        return;
+    }
     unsigned offset[8], shift[8];
     for (unsigned j = 0; j < 8; j++) offset[j] = j * bits / 8, shift[j] = j * bits % 8;
     // Groups whose every load (up to 9 bytes from the group's last offset) stays inside the buffer.
@@ -49,23 +65,13 @@ void sigma_unpack(const uint8_t *bytes, size_t byte_count, size_t count, unsigne
             }
         }
     }
-    for (size_t i = 8 * groups; i < count; i++) out[i] = value_at(bytes, i, bits);
+    for (size_t i = 8 * groups; i < count; i++) out[i] = value_in(bytes, byte_count, i, bits, mask);
 }
 
 void sigma_unpack_chosen(const uint8_t *bytes, size_t byte_count, size_t count, unsigned candidates, unsigned bits,
                          const uint8_t *choices, uint64_t *out) {
     const uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
-    for (size_t i = 0; i < count; i++) {
-        size_t index = i * candidates + choices[i], bit = index * bits, byte = bit / 8;
-        if (byte + 9 <= byte_count) {
-            unsigned shift = (unsigned)(bit % 8);
-            uint64_t v = load64(bytes + byte) >> shift;
-            if (shift + bits > 64) v |= (uint64_t)bytes[byte + 8] << (64 - shift);
-            out[i] = v & mask;
-        } else {
-            out[i] = value_at(bytes, index, bits);
-        }
-    }
+    for (size_t i = 0; i < count; i++) out[i] = value_in(bytes, byte_count, i * candidates + choices[i], bits, mask);
 }
 
 void sigma_pack(const uint64_t *values, size_t count, unsigned bits, uint8_t *bytes, size_t byte_count) {

@@ -370,11 +370,10 @@ typedef struct {
 // tweak, correction, control bit, accumulator, loads and stores, half of them scalar mask bookkeeping): Z = 8
 // measured 9 % faster than Z = 12 (spilled round keys) and level with Z = 4.
 static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
-    const zmm_constants *k, const sigma_dpf_keys *keys, const uint8_t *words, const uint8_t *deltas,
+    const zmm_constants *k, const uint8_t *words, const uint8_t *deltas,
     const int leaf_level, const uint64_t *x, const uint32_t *key_of, size_t first_key, __m512i *v,
     __m512i *accumulator, size_t j, uint8_t *out, const uint32_t *out_index, const int comparison, const int layout,
     const int Z) {
-    (void)keys;
     const int single = layout == LAYOUT_SINGLE, pairs = layout == LAYOUT_PAIRS;
     uint64_t right = 0;  // bit i: point j + i goes right at this level
 #pragma clang loop unroll(full)
@@ -511,11 +510,11 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
         if (next_words)
             for (size_t line = 0; line < 2 * GROUP * next_bytes / points_per_key; line += 64)
                 _mm_prefetch((const char *)(next_words + next_bytes * (j / points_per_key) + line), _MM_HINT_T1);
-        group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
+        group_vaes512(&k, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
                       out_index, comparison, layout, 8);
     }
     for (; j < count; j += GROUP)
-        group_vaes512(&k, keys, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
+        group_vaes512(&k, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
                       out_index, comparison, layout, 4);
 }
 

@@ -40,27 +40,12 @@ public enum BitPacking {
     /// The same, reading the packed bytes in place (a mapped key file, a received message).
     public static func unpack(_ bytes: UnsafeRawBufferPointer, count: Int, bits: Int) -> [UInt64]? {
         guard (1...64).contains(bits), bytes.count == byteCount(count: count, bits: bits) else { return nil }
-        if bits == 1 { return unpackBits(bytes, count: count) }
         return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
             if count > 0 {
                 sigma_unpack(
                     bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, count, UInt32(bits),
                     result.baseAddress!)
             }
-            initialized = count
-        }
-    }
-
-    /// Single bits (the masked bits of comparisons, the most common message): eight values from each byte, with
-    /// no per-value load or shift by a variable offset.
-    static func unpackBits(_ bytes: UnsafeRawBufferPointer, count: Int) -> [UInt64] {
-        [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
-            let whole = count / 8
-            for b in 0..<whole {
-                let byte = UInt64(bytes[b])
-                for j in 0..<8 { result[8 * b + j] = (byte >> UInt64(j)) & 1 }
-            }
-            for i in (8 * whole)..<count { result[i] = UInt64(bytes[i / 8] >> UInt8(i % 8)) & 1 }
             initialized = count
         }
     }
