@@ -162,7 +162,7 @@ public struct DecoderModel: Sendable {
     public func rangeCertificate(scale: Int) throws -> RangeCertificate {
         let bounds = RangeEvaluator(scale: scale)
         _ = try lastLogits(bounds, ids: nil, count: config.positions)
-        return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
+        return RangeCertificate(bounds)
     }
 
     /// The last position's logits for the client's `ids` (`count` tokens; nil ids except on the client).

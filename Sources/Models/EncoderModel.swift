@@ -40,7 +40,7 @@ public struct EncoderModel: Sendable {
     public func rangeCertificate(scale: Int) throws -> RangeCertificate {
         let bounds = RangeEvaluator(scale: scale)
         _ = try pooledEmbedding(bounds, ids: nil, count: config.positions)
-        return RangeCertificate(largestProduct: bounds.largestProduct, scale: scale)
+        return RangeCertificate(bounds)
     }
 
     /// The mean of the last layer's rows for the client's `ids` (`count` tokens, [CLS] … [SEP] included).

@@ -169,19 +169,42 @@ public enum ProductTruncation: String, Sendable, CaseIterable {
     case faithful
 }
 
+/// The bits the inputs of GeLU/SiLU and of softmax occupy, as a `RangeCertificate` proves them: every |x| < 2^b
+/// in units of 2^−f. Public, like the model's shapes: the dealer sizes the comparison keys by them (nil: only what
+/// the preceding truncation implies, the reference's n − f). They reveal about the weights no more than the
+/// certificate's two bounds, rounded to a power of two.
+public struct InputWidths: Sendable, Equatable {
+    public var activation: Int?
+    public var softmax: Int?
+
+    public init(activation: Int? = nil, softmax: Int? = nil) {
+        self.activation = activation
+        self.softmax = softmax
+    }
+
+    /// What the certificate proves.
+    public init(_ certificate: RangeCertificate) {
+        self.init(activation: certificate.activationMagnitudeBits, softmax: certificate.softmaxMagnitudeBits)
+    }
+}
+
 /// Fixed point on any ring backend: the cleartext reference, the dealer, or a party. Weights enter at scale f,
 /// biases at scale 2f (added before the truncation); every product ends with an ARS by f (`truncation`).
 public final class RingEvaluator<Backend: RingBackend>: Evaluator {
     public let backend: Backend
     public let ring: Ring
     public let truncation: ProductTruncation
+    public let widths: InputWidths
 
     /// `truncation` defaults to the faithful ARS, exact for any input; token models pass `.gap` once their
-    /// `RangeCertificate` allows it.
-    public init(_ backend: Backend, ring: Ring, truncation: ProductTruncation = .faithful) {
+    /// `RangeCertificate` allows it, and the `widths` it proves.
+    public init(
+        _ backend: Backend, ring: Ring, truncation: ProductTruncation = .faithful, widths: InputWidths = InputWidths()
+    ) {
         self.backend = backend
         self.ring = ring
         self.truncation = truncation
+        self.widths = widths
     }
 
     /// ARS by f of a product at scale 2f.

@@ -209,12 +209,12 @@ extension RingEvaluator {
 
     public func gelu(_ x: RingTensor) throws -> RingTensor {
         backend.enterLayer(.activation)
-        return try backend.gelu(x)
+        return try backend.gelu(x, magnitudeBits: widths.activation)
     }
 
     public func silu(_ x: RingTensor) throws -> RingTensor {
         backend.enterLayer(.activation)
-        return try backend.silu(x)
+        return try backend.silu(x, magnitudeBits: widths.activation)
     }
 
     public func rotary(_ x: RingTensor, heads: Int, headDim: Int, theta: Double) throws -> RingTensor {
@@ -224,7 +224,7 @@ extension RingEvaluator {
 
     public func geluExact(_ x: RingTensor) throws -> RingTensor {
         backend.enterLayer(.activation)
-        return try backend.gelu(x)
+        return try backend.gelu(x, magnitudeBits: widths.activation)
     }
 
     /// Σ rows (local) times round(2^f / rows), then an ARS by f (`truncation`).
@@ -277,7 +277,8 @@ extension RingEvaluator {
             }
         }
         let probabilities = try backend.softmax(
-            RingTensor(ring: ring, shape: [packed.count], values: packed), rowLengths: lengths)
+            RingTensor(ring: ring, shape: [packed.count], values: packed), rowLengths: lengths,
+            magnitudeBits: widths.softmax)
         var full = [UInt64](repeating: 0, count: heads * t * t)
         var next = 0
         for head in 0..<heads {

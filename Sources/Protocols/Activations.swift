@@ -9,7 +9,8 @@ import Ring
 // of y (1), SelectLin to |clip(y)| (1), the LUT (1), plus the final reveal. Here every bit comes from one reveal on
 // the masked input itself, so it takes 4:
 //
-// 1. from x̂ (m = n − f + 1 effective bits): d = DReLU(x), i = DReLU(x + S) ⊕ DReLU(x − S) with S = 2^{c}·2^{f−6}
+// 1. from x̂ (m effective bits: n − f + 1 after a truncation, fewer when a range certificate bounds x, see
+//    `ActivationTable.inputBits`): d = DReLU(x), i = DReLU(x + S) ⊕ DReLU(x − S) with S = 2^{c}·2^{f−6}
 //    (one comparison key on m − 1 bits at three shifts), and the carry κ = 1{x̂ mod 2^{f−6} < r mod 2^{f−6}};
 //    the three masked bits go out in one message;
 // 2. z = ⌊x/2^{f−6}⌋ mod 2^c = ⌊x̂/2^{f−6}⌋ − ⌊r/2^{f−6}⌋ − κ, and the table index is α·z + β with (α, β)
@@ -64,6 +65,16 @@ public struct ActivationTable: Sendable, Equatable {
         name == "GeLU" ? x * 0.5 * erfc(-x / 2.0.squareRoot()) : x / (1 + exp(-x))
     }
 
+    /// The bits m of x the protocol reads: x and x ± S must be m-bit signed values. After a truncation of a product
+    /// (|x| < 2^{n−f}), m = n − f + 1 as in the reference; when a range certificate proves |x| < 2^b (in units of
+    /// 2^−f), m = max(b, c + f − 6) + 2 if that is smaller: the comparison key then has m − 1 levels instead of
+    /// n − f (for GPT-2's random weights 17 instead of 38), the one departure from the reference's width.
+    public func inputBits(ring: Ring, magnitudeBits b: Int?) -> Int {
+        let afterTruncation = ring.bitwidth - ring.scale + 1
+        guard let b else { return afterTruncation }
+        return min(afterTruncation, max(b, indexBits + shift) + 2)
+    }
+
     var shift: Int { scale - 6 }
     /// S = (2^c − 1)·2^{f−6}: |⌊x/2^{f−6}⌋| < 2^c − 1 exactly when −S ≤ x < S.
     var clipBound: UInt64 { UInt64((1 << indexBits) - 1) << UInt64(shift) }
@@ -75,19 +86,22 @@ public struct ActivationTable: Sendable, Equatable {
 }
 
 extension RingBackend {
-    /// GeLU(x) for x at scale f (`ActivationTable.gelu`).
-    public func gelu(_ x: RingTensor) throws -> RingTensor {
-        try activation(x, .gelu(scale: x.ring.scale))
+    /// GeLU(x) for x at scale f (`ActivationTable.gelu`); `magnitudeBits` b: every |x| < 2^b units, as a range
+    /// certificate proves (nil: only that x is a truncated product).
+    public func gelu(_ x: RingTensor, magnitudeBits b: Int? = nil) throws -> RingTensor {
+        let table = ActivationTable.gelu(scale: x.ring.scale)
+        return try activation(x, table, inputBits: table.inputBits(ring: x.ring, magnitudeBits: b))
     }
 
-    /// SiLU(x) for x at scale f (`ActivationTable.silu`).
-    public func silu(_ x: RingTensor) throws -> RingTensor {
-        try activation(x, .silu(scale: x.ring.scale))
+    /// SiLU(x) for x at scale f (`ActivationTable.silu`), with `magnitudeBits` as for `gelu`.
+    public func silu(_ x: RingTensor, magnitudeBits b: Int? = nil) throws -> RingTensor {
+        let table = ActivationTable.silu(scale: x.ring.scale)
+        return try activation(x, table, inputBits: table.inputBits(ring: x.ring, magnitudeBits: b))
     }
 }
 
 extension Cleartext {
-    public func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor {
+    public func activation(_ x: RingTensor, _ activation: ActivationTable, inputBits m: Int) throws -> RingTensor {
         let ring = x.ring
         let c = activation.indexBits
         let values = x.values.map { word -> UInt64 in
@@ -109,10 +123,10 @@ private func effectiveParts(_ value: UInt64, m: Int) -> (low: UInt64, top: UInt8
 }
 
 extension Dealer {
-    public func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor {
+    public func activation(_ x: RingTensor, _ activation: ActivationTable, inputBits m: Int) throws -> RingTensor {
         let ring = x.ring
         let n = ring.bitwidth
-        let m = n - ring.scale + 1
+        precondition(m > activation.indexBits + activation.shift && m <= n, "m holds x ± S and fits the ring")
         let c = activation.indexBits
         let indexRing = Ring(bitwidth: c, scale: 0)
         let count = x.count
@@ -165,10 +179,9 @@ extension Dealer {
 }
 
 extension PartyContext {
-    public func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor {
+    public func activation(_ x: RingTensor, _ activation: ActivationTable, inputBits m: Int) throws -> RingTensor {
         let ring = x.ring
         let n = ring.bitwidth
-        let m = n - ring.scale + 1
         let c = activation.indexBits
         let indexMask: UInt64 = (1 << UInt64(c)) - 1
         let count = x.count

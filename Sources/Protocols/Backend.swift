@@ -64,8 +64,8 @@ public protocol RingBackend: AnyObject {
     /// T[x] for a b-bit x and a public table of 2^b entries (8 ≤ b ≤ 16 for speed; any b works).
     func lookup(_ x: RingTensor, table: [UInt64], output: Ring) throws -> RingTensor
     /// ReLU(x) − δ(|clip(x)|): GeLU or SiLU (`Activations.swift`), for x at the ring's scale with
-    /// |x| < 2^{n−f} − 2^{c+f−6}.
-    func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor
+    /// |x| + 2^{c+f−6} < 2^{m−1} (`ActivationTable.inputBits`).
+    func activation(_ x: RingTensor, _ activation: ActivationTable, inputBits m: Int) throws -> RingTensor
     /// min(x ≫ s, 2^c − 1) for 0 ≤ x < 2^{n−1}, as a c-bit value (`Softmax.swift`).
     func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
     /// Σ x² over rows of `k`, revealed per row only (`Norms.swift`).

@@ -298,7 +298,7 @@ public class WeightCollector: RingBackend {
         _ s0: BitTensor, _ s1: BitTensor, _ x: RingTensor, alpha: [UInt64], beta: [UInt64], output: Ring
     ) throws -> RingTensor { zeros(output, x.shape) }
     public func lookup(_ x: RingTensor, table: [UInt64], output: Ring) throws -> RingTensor { zeros(output, x.shape) }
-    public func activation(_ x: RingTensor, _ activation: ActivationTable) throws -> RingTensor {
+    public func activation(_ x: RingTensor, _ activation: ActivationTable, inputBits m: Int) throws -> RingTensor {
         zeros(x.ring, x.shape)
     }
     public func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor {

@@ -4,7 +4,8 @@ import Ring
 
 // Softmax (SIGMA §3.5): y_i = e^{x_i − max} / Σ_j e^{x_j − max}, row by row.
 //
-// 1. max by a comparison tree, in an effective ring of n − f + 2 bits;
+// 1. max by a comparison tree, in an effective ring of n − f + 2 bits (fewer when a range certificate bounds the
+//    scores, `softmaxEffectiveBits`);
 // 2. d = max − x ≥ 0, and e^{−d} from two 8-bit tables: d clipped to 16 bits at scale 12 is c1·2^8 + c0, and
 //    e^{−d} = e^{−c1/16} · e^{−c0/4096}. The low byte c0 = d mod 2^8 needs no clipping (beyond the clip the high
 //    table entry is already 0), so its masked value is simply x̂ mod 2^8; c1 = min(d ≫ 8, 255) comes from
@@ -163,13 +164,23 @@ extension RingBackend {
         return try roundingShift(try mul(highValue, lowValue), by: f)
     }
 
+    /// The ring the maximum and e^{−d} work in: e bits hold every difference of two inputs and every d = max − x
+    /// (|x| < 2^b gives |a − b| < 2^{b+1} ≤ 2^{e−1} for e = b + 2), and at least 18 so that d's clip at 2^{16}
+    /// is below 2^{e−1}. Inputs after a truncation (b = n − f) give the reference's n − f + 2; a range certificate
+    /// that bounds the scores (`magnitudeBits`) makes every comparison key shorter.
+    public func softmaxEffectiveBits(ring: Ring, magnitudeBits b: Int?) -> Int {
+        let afterTruncation = ring.bitwidth - ring.scale + 2
+        guard let b else { return afterTruncation }
+        return min(afterTruncation, max(b + 2, 18))
+    }
+
     /// Softmax of each row of x (n bits, scale f); rows of the given lengths laid end to end. Rows may have any
-    /// length from 1 to 1024. Inputs must satisfy |x| < 2^{n−f}.
-    public func softmax(_ x: RingTensor, rowLengths: [Int]) throws -> RingTensor {
+    /// length from 1 to 1024. Inputs must satisfy |x| < 2^{n−f}, or |x| < 2^b units with `magnitudeBits` b.
+    public func softmax(_ x: RingTensor, rowLengths: [Int], magnitudeBits: Int? = nil) throws -> RingTensor {
         let ring = x.ring
         let f = ring.scale
         precondition(rowLengths.allSatisfy { (1...1024).contains($0) }, "rows of 1 to 1024 entries")
-        let effective = Ring(bitwidth: ring.bitwidth - f + 2, scale: f)
+        let effective = Ring(bitwidth: softmaxEffectiveBits(ring: ring, magnitudeBits: magnitudeBits), scale: f)
         let scores = x.converted(to: effective)
         let maxima = try maxRows(scores, rowLengths: rowLengths)
         var rowOf: [Int] = []
@@ -202,12 +213,15 @@ extension RingBackend {
 
     /// Softmax of the rows of a k × k matrix, either whole or causal: then x holds only the lower triangle (row i
     /// has i + 1 entries, k(k+1)/2 in all) and the result is the full matrix with zeros above the diagonal.
-    public func softmax(_ x: RingTensor, rows k: Int, causal: Bool) throws -> RingTensor {
-        guard causal else { return try softmax(x, rowLengths: [Int](repeating: k, count: x.count / k)) }
+    public func softmax(_ x: RingTensor, rows k: Int, causal: Bool, magnitudeBits: Int? = nil) throws -> RingTensor {
+        guard causal else {
+            return try softmax(
+                x, rowLengths: [Int](repeating: k, count: x.count / k), magnitudeBits: magnitudeBits)
+        }
         precondition(x.count % (k * (k + 1) / 2) == 0, "a causal input holds whole lower triangles")
         let matrices = x.count / (k * (k + 1) / 2)
         let lengths = (0..<matrices).flatMap { _ in (1...k).map { $0 } }
-        let packed = try softmax(x, rowLengths: lengths)
+        let packed = try softmax(x, rowLengths: lengths, magnitudeBits: magnitudeBits)
         var full = [UInt64](repeating: 0, count: matrices * k * k)
         var next = 0
         for matrix in 0..<matrices {

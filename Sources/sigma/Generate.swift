@@ -27,7 +27,7 @@ enum Generate {
         defer { try? FileManager.default.removeItem(atPath: base) }
         let bits =
             (options.string("--bits").map { ["--bits", $0] } ?? [])
-            + (try Job.truncationArguments(options))
+            + (try Job.certifiedArguments(options))
         var totals = (online: 0.0, keygen: 0.0, sent: 0, received: 0, rounds: 0, clientKeys: 0, serverKeys: 0)
         var last: [String: Any] = [:]
         let json = options.has("--json")
@@ -105,7 +105,7 @@ enum Generate {
         let model =
             ["--model", folder, "--tokens", String(ids.count)]
             + (options.string("--bits").map { ["--bits", $0] } ?? [])
-            + (try Job.truncationArguments(options))
+            + (try Job.certifiedArguments(options))
         let run = try Run.secureRun(
             executable, directory: directory, job: model,
             clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")],

@@ -10,7 +10,9 @@ import Transport
 enum Job {
     case mlp
     /// `blocks`: run only the first blocks of a named shape (a slice of a model too large for this machine).
-    case decoder(folder: String, tokens: Int, bits: Int?, truncation: ProductTruncation, blocks: Int?)
+    /// `widths`: the bits of the activation and softmax inputs the comparison keys are sized for (public).
+    case decoder(
+        folder: String, tokens: Int, bits: Int?, truncation: ProductTruncation, blocks: Int?, widths: InputWidths)
 
     /// Whether the model embeds text (BERT) rather than generating it.
     var isEncoder: Bool { (try? config())??.architecture == .bert }
@@ -31,12 +33,23 @@ enum Job {
             folder: folder, tokens: options.integer("--tokens", default: 0, range: 0...1_000_000),
             bits: options.string("--bits").map { _ in options.integer("--bits", default: 50, range: 32...64) },
             truncation: truncation ?? .gap,
-            blocks: options.string("--blocks").map { _ in options.integer("--blocks", default: 1, range: 1...1024) })
+            blocks: options.string("--blocks").map { _ in options.integer("--blocks", default: 1, range: 1...1024) },
+            widths: Self.widths(options))
+    }
+
+    /// `--activation-bits b` and `--softmax-bits b`: every such input is below 2^b units, as the range certificate
+    /// proves (`sigma check-ranges`); "reference" or absent: the reference's n − f.
+    static func widths(_ options: Options) -> InputWidths {
+        func bits(_ name: String) -> Int? {
+            guard let text = options.string(name), text != "reference" else { return nil }
+            return options.integer(name, default: 0, range: 8...64)
+        }
+        return InputWidths(activation: bits("--activation-bits"), softmax: bits("--softmax-bits"))
     }
 
     /// The ring: the reference's bitwidth for the architecture (GPT-2 50, GPT-Neo 51, Llama 48, BERT 50), f = 12.
     func ring(_ config: TransformerConfig?) -> Ring {
-        guard case .decoder(_, _, let bits, _, _) = self, let config else { return MLP.demo().ring }
+        guard case .decoder(_, _, let bits, _, _, _) = self, let config else { return MLP.demo().ring }
         // SIGMA §2: BERT-tiny 37 bits, BERT-base/large and GPT-2 50, GPT-Neo 51, Llama2 48.
         let tiny = config.architecture == .bert && config.hidden <= 128 && config.layers <= 2
         let standard =
@@ -48,7 +61,7 @@ enum Job {
 
     /// A named shape (bert-tiny … llama2-13b) when no folder of that name exists: random weights on the server.
     var preset: TransformerConfig? {
-        guard case .decoder(let folder, _, _, _, let blocks) = self, !FileManager.default.fileExists(atPath: folder),
+        guard case .decoder(let folder, _, _, _, let blocks, _) = self, !FileManager.default.fileExists(atPath: folder),
             var config = TransformerConfig.named[folder]
         else { return nil }
         if let blocks { config.layers = min(blocks, config.layers) }
@@ -56,14 +69,14 @@ enum Job {
     }
 
     func config() throws -> TransformerConfig? {
-        guard case .decoder(let folder, _, _, _, _) = self else { return nil }
+        guard case .decoder(let folder, _, _, _, _, _) = self else { return nil }
         if let preset { return preset }
         return try TransformerConfig(folder: folder)
     }
 
     /// A 32-byte name of the computation, compared by both parties before anything secret moves.
     func fingerprint() throws -> [UInt8] {
-        guard case .decoder(_, let tokens, _, let truncation, _) = self, let config = try config() else {
+        guard case .decoder(_, let tokens, _, let truncation, _, let widths) = self, let config = try config() else {
             return MLP.demo().fingerprint
         }
         let ring = ring(config)
@@ -71,6 +84,8 @@ enum Job {
             "decoder;\(config.architecture.rawValue);L=\(config.layers);d=\(config.hidden);h=\(config.heads);"
             + "kv=\(config.keyValueHeads);ff=\(config.intermediate);V=\(config.vocabulary);t=\(tokens);n=\(ring.bitwidth);f=\(ring.scale)"
             + ";truncation=\(truncation.rawValue)"
+            + ";activation-bits=\(widths.activation.map(String.init) ?? "reference")"
+            + ";softmax-bits=\(widths.softmax.map(String.init) ?? "reference")"
         return fingerprint32(text)
     }
 
@@ -93,7 +108,7 @@ enum Job {
 
     /// Checks the client's input before anything connects: the keys' length, whole token ids inside the vocabulary.
     func validate(input: [Double]) throws {
-        guard case .decoder(_, let tokens, _, _, _) = self, let config = try config() else { return }
+        guard case .decoder(_, let tokens, _, _, _, _) = self, let config = try config() else { return }
         guard input.count == tokens else {
             throw RoleError("the keys are for \(tokens) tokens; the prompt has \(input.count)")
         }
@@ -108,7 +123,7 @@ enum Job {
     /// The job's transformer as `party` holds it: the server's with its weights (a folder, or random weights for a
     /// named shape), everyone else's with the shapes only; nil for the MLP.
     func model(for party: Party?) throws -> TokenModel? {
-        guard case .decoder(let folder, _, _, _, _) = self, let config = try config() else { return nil }
+        guard case .decoder(let folder, _, _, _, _, _) = self, let config = try config() else { return nil }
         let server = party == .p0
         if config.architecture == .bert {
             return .encoder(
@@ -131,14 +146,14 @@ enum Job {
         case .mlp:
             let model = party == .p0 ? MLP.demo() : MLP.demo().shapeOnly
             return try model.forward(RingEvaluator(backend, ring: model.ring), input: input)
-        case .decoder(let folder, let tokens, _, let truncation, _):
+        case .decoder(let folder, let tokens, _, let truncation, _, let widths):
             guard let config = try config(), let model = try model ?? self.model(for: party) else {
                 throw RoleError("no model \(folder)")
             }
             guard tokens >= 1 else { throw RoleError("--tokens (the prompt length, public) is required with --model") }
             if let input { try validate(input: input) }
             let ids = input.map { $0.map { Int(exactly: $0) ?? -1 } }
-            let evaluator = RingEvaluator(backend, ring: ring(config), truncation: truncation)
+            let evaluator = RingEvaluator(backend, ring: ring(config), truncation: truncation, widths: widths)
             switch model {
             case .encoder(let encoder): return try encoder.pooledEmbedding(evaluator, ids: ids, count: tokens)
             case .decoder(let decoder): return try decoder.lastLogits(evaluator, ids: ids, count: tokens)
@@ -161,32 +176,48 @@ enum TokenModel {
 }
 
 extension Job {
-    /// The server, the only one who knows the weights, checks before serving that GapARS is exact for them: a
-    /// checkpoint whose products could leave the gap is refused rather than computed wrongly. `model` is the
-    /// server's `model(for: .p0)`.
-    func requireCertifiedTruncation(_ model: TokenModel?) throws {
-        guard case .decoder(_, _, _, .gap, _) = self, let model, let config = try config() else { return }
+    /// The server, the only one who knows the weights, checks before serving that GapARS is exact for them and that
+    /// the activation and softmax inputs fit the widths the keys were made for: a checkpoint whose values could
+    /// leave them is refused rather than computed wrongly. `model` is the server's `model(for: .p0)`.
+    func requireCertifiedRanges(_ model: TokenModel?) throws {
+        guard case .decoder(_, _, _, let truncation, _, let widths) = self, let model, let config = try config(),
+            truncation == .gap || widths != InputWidths()
+        else { return }
         let ring = ring(config)
         let certificate = try model.rangeCertificate(scale: ring.scale)
-        guard certificate.allowsGap(bitwidth: ring.bitwidth) else {
+        if truncation == .gap, !certificate.allowsGap(bitwidth: ring.bitwidth) {
             throw RoleError(
                 "this checkpoint's products can reach \(String(format: "%.3g", certificate.largestProduct)): "
                     + "GapARS is exact only from \(certificate.minimumBitwidth) bits (the ring has "
                     + "\(ring.bitwidth)); use --bits \(certificate.minimumBitwidth) or --truncation faithful")
         }
+        guard certificate.allows(widths) else {
+            throw RoleError(
+                "this checkpoint's activation and softmax inputs need --activation-bits "
+                    + "\(certificate.activationMagnitudeBits) and --softmax-bits \(certificate.softmaxMagnitudeBits) "
+                    + "(or \"reference\"); the keys are for \(widths.activation.map(String.init) ?? "reference") and "
+                    + "\(widths.softmax.map(String.init) ?? "reference")")
+        }
     }
 
     /// For runs that hold the model themselves (`run`, `bench model`): the `--truncation` to give all three roles —
-    /// the one asked for, or GapARS when the model's range certificate allows it at this ring, else faithful.
-    static func truncationArguments(_ options: Options) throws -> [String] {
-        if let chosen = options.string("--truncation") { return ["--truncation", chosen] }
+    /// the one asked for, or GapARS when the model's range certificate allows it at this ring, else faithful — and
+    /// the `--activation-bits` and `--softmax-bits` it proves (unless given).
+    static func certifiedArguments(_ options: Options) throws -> [String] {
         let (certificate, ring) = try Job(options).certificate()
         let gap = certificate.allowsGap(bitwidth: ring.bitwidth)
+        let proven = InputWidths(certificate)
+        let activation = options.string("--activation-bits") ?? String(proven.activation!)
+        let softmax = options.string("--softmax-bits") ?? String(proven.softmax!)
         printError(
             "truncation after products: \(gap ? "GapARS" : "faithful ARS") (range certificate: products ≤ "
                 + "\(String(format: "%.3g", certificate.largestProduct)), GapARS exact from \(certificate.minimumBitwidth) "
-                + "bits; ring \(ring.bitwidth) bits)")
-        return ["--truncation", gap ? "gap" : "faithful"]
+                + "bits; ring \(ring.bitwidth) bits); activation inputs < 2^\(activation), softmax inputs < 2^\(softmax) "
+                + "units")
+        return [
+            "--truncation", options.string("--truncation") ?? (gap ? "gap" : "faithful"), "--activation-bits",
+            activation, "--softmax-bits", softmax,
+        ]
     }
 
     /// `sigma check-ranges`: the range certificate of the job's model (the server's weights).

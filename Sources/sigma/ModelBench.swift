@@ -22,7 +22,7 @@ enum ModelBench {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let job =
             ["--model", model, "--tokens", String(seq)] + (options.string("--bits").map { ["--bits", $0] } ?? [])
-            + (try Job.truncationArguments(options))
+            + (try Job.certifiedArguments(options))
             + (options.string("--blocks").map { ["--blocks", $0] } ?? [])
         var state: UInt64 = 42
         let ids = (0..<seq).map { _ -> Int in

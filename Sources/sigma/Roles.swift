@@ -172,7 +172,7 @@ enum Roles {
         let credentials = try credentials(options, as: .server)
         // Loaded once: checked here, before anything listens, and run below.
         let model = try job.model(for: .p0)
-        try job.requireCertifiedTruncation(model)
+        try job.requireCertifiedRanges(model)
         let keys = try openKeys(options.required("--keys"), party: .p0, job: job, credentials: credentials)
         let listener = try TCPListener(
             host: options.string("--host") ?? "127.0.0.1",

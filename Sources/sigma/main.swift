@@ -66,6 +66,7 @@ do {
             arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
             values: [
                 "--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--truncation", "--blocks", "--text",
+                "--activation-bits", "--softmax-bits",
             ])
         if options.string("--model") != nil { try Generate.run(options) } else { try Run.run(options) }
     case "relay":
@@ -85,6 +86,10 @@ do {
             largest truncated product over every input: \(String(format: "%.4g", certificate.largestProduct))
             GapARS is exact from n = \(certificate.minimumBitwidth) bits (f = \(certificate.scale)); this ring has \
             n = \(ring.bitwidth): \(certificate.allowsGap(bitwidth: ring.bitwidth) ? "gap truncation allowed" : "use --truncation faithful or more bits")
+            largest GeLU/SiLU input: \(String(format: "%.4g", certificate.largestActivationInput)) \
+            (below 2^\(certificate.activationMagnitudeBits) units: --activation-bits \(certificate.activationMagnitudeBits))
+            largest softmax input: \(String(format: "%.4g", certificate.largestSoftmaxInput)) \
+            (below 2^\(certificate.softmaxMagnitudeBits) units: --softmax-bits \(certificate.softmaxMagnitudeBits))
             """)
     case "credentials":
         try Roles.credentials(Options(arguments.dropFirst(), flags: [], values: ["--out"]))
@@ -94,7 +99,7 @@ do {
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
                     "--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials",
-                    "--weight-epoch",
+                    "--weight-epoch", "--activation-bits", "--softmax-bits",
                 ]))
     case "server":
         try Roles.server(
@@ -102,7 +107,8 @@ do {
                 arguments.dropFirst(), flags: ["--insecure-transport"],
                 values: [
                     "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
-                    "--blocks", "--credentials", "--weight-registry", "--threads",
+                    "--blocks", "--credentials", "--weight-registry", "--threads", "--activation-bits",
+                    "--softmax-bits",
                 ]))
     case "client":
         try Roles.client(
@@ -110,13 +116,17 @@ do {
                 arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
-                    "--truncation", "--blocks", "--credentials", "--weights-cache", "--threads",
+                    "--truncation", "--blocks", "--credentials", "--weights-cache", "--threads", "--activation-bits",
+                    "--softmax-bits",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
             Options(
                 arguments[2...], flags: ["--json", "--insecure-transport"],
-                values: ["--model", "--seq", "--bits", "--truncation", "--blocks", "--report"]))
+                values: [
+                    "--model", "--seq", "--bits", "--truncation", "--blocks", "--report", "--activation-bits",
+                    "--softmax-bits",
+                ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
         let options = Options(arguments[2...], flags: ["--json"], values: ["--only"])
         let only = options.string("--only").map { Set($0.split(separator: ",").map(String.init)) }

@@ -11,9 +11,11 @@ func modelFolder(_ model: String) -> String { fixtures.appendingPathComponent("m
 
 /// The model run on one ring backend (the existential opened into a concrete evaluator).
 func ringLogits<B: RingBackend>(
-    _ backend: B, model: DecoderModel, ids: [Int]?, count: Int, ring: Ring, truncation: ProductTruncation = .gap
+    _ backend: B, model: DecoderModel, ids: [Int]?, count: Int, ring: Ring, truncation: ProductTruncation = .gap,
+    widths: InputWidths = InputWidths()
 ) throws -> [Double]? {
-    try model.lastLogits(RingEvaluator(backend, ring: ring, truncation: truncation), ids: ids, count: count)
+    try model.lastLogits(
+        RingEvaluator(backend, ring: ring, truncation: truncation, widths: widths), ids: ids, count: count)
 }
 
 @Suite("Decoder models", .serialized)
@@ -48,19 +50,20 @@ struct DecoderTests {
     }
 
     @Test(
-        "secure inference equals the cleartext fixed point bit for bit; the server learns nothing",
+        "secure inference equals the cleartext fixed point bit for bit; the server learns nothing (GapARS with certified widths, or faithful ARS)",
         arguments: fixtureModels, ProductTruncation.allCases)
     func secureEqualsCleartext(model: String, truncation: ProductTruncation) throws {
         let server = try DecoderModel(folder: modelFolder(model))
         let shapes = DecoderModel(shapesOf: server.config)
         let ids = try referencePrompts(model)[1].ids  // "$ gcloud alpha", 4 tokens
         let ring = Ring(bitwidth: model == "llama-tiny" ? 48 : 50, scale: 12)
+        let widths = truncation == .gap ? InputWidths(try server.rangeCertificate(scale: 12)) : InputWidths()
         let run = try InProcessRun(seed: 3) { backend -> [Double]? in
             let isServer = (backend as? PartyContext)?.party == .p0 || backend is Cleartext
             let isClient = (backend as? PartyContext)?.party == .p1 || backend is Cleartext
             return try ringLogits(
                 backend, model: isServer ? server : shapes, ids: isClient ? ids : nil, count: ids.count, ring: ring,
-                truncation: truncation)
+                truncation: truncation, widths: widths)
         }
         #expect(run.server == nil)
         #expect(run.client != nil && run.client == run.clear)
@@ -79,6 +82,15 @@ struct DecoderTests {
             _ = try decoder.lastLogits(observed, ids: prompt.ids, count: prompt.ids.count)
         }
         #expect(observed.largest > 0 && observed.largest <= certificate.largestProduct, "\(observed.largest)")
+        #expect(
+            observed.largestActivationInput > 0
+                && observed.largestActivationInput <= certificate.largestActivationInput,
+            "\(observed.largestActivationInput) vs \(certificate.largestActivationInput)")
+        #expect(
+            observed.largestSoftmaxInput > 0 && observed.largestSoftmaxInput <= certificate.largestSoftmaxInput,
+            "\(observed.largestSoftmaxInput) vs \(certificate.largestSoftmaxInput)")
+        // The activation bound, with Cauchy–Schwarz after each norm, is within 100× of what the prompts reach.
+        #expect(certificate.largestActivationInput < 100 * observed.largestActivationInput)
         // And not vacuous: within 10^4 of what the prompts reach (worst case over every input and position).
         #expect(certificate.largestProduct < 1e4 * observed.largest)
         // 1.1·10^6 + 1 < 2^21 = 2^{n−2−24} from n = 47; 1.1·2·10^6 + 1 > 2^21 needs n = 48.
@@ -93,6 +105,12 @@ final class ProductRecorder: Evaluator {
     typealias Table = [Double]
     let float = FloatEvaluator()
     var largest = 0.0
+    var largestActivationInput = 0.0
+    var largestSoftmaxInput = 0.0
+    func activationInput(_ x: [Double]) -> [Double] {
+        largestActivationInput = max(largestActivationInput, x.map(abs).max() ?? 0)
+        return x
+    }
     func record(_ x: [Double]) -> [Double] {
         largest = max(largest, x.map(abs).max() ?? 0)
         return x
@@ -125,8 +143,8 @@ final class ProductRecorder: Evaluator {
     func rmsNorm(_ x: [Double], width: Int, gamma: WeightVector, epsilon: Double) throws -> [Double] {
         try float.rmsNorm(x, width: width, gamma: gamma, epsilon: epsilon)
     }
-    func gelu(_ x: [Double]) throws -> [Double] { try float.gelu(x) }
-    func silu(_ x: [Double]) throws -> [Double] { try float.silu(x) }
+    func gelu(_ x: [Double]) throws -> [Double] { try float.gelu(activationInput(x)) }
+    func silu(_ x: [Double]) throws -> [Double] { try float.silu(activationInput(x)) }
     func rotary(_ x: [Double], heads: Int, headDim: Int, theta: Double) throws -> [Double] {
         record(try float.rotary(x, heads: heads, headDim: headDim, theta: theta))
     }
@@ -134,12 +152,25 @@ final class ProductRecorder: Evaluator {
         _ q: [Double], _ k: [Double], _ v: [Double], rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
         window: Int?, causal: Bool
     ) throws -> [Double] {
-        record(
+        let (width, kvWidth, group) = (heads * headDim, kvHeads * headDim, heads / kvHeads)
+        let scale = scaled ? 1 / Double(headDim).squareRoot() : 1
+        for head in 0..<heads {
+            for i in 0..<rows {
+                let first = window.map { max(0, i - $0 + 1) } ?? 0
+                for j in first...(causal ? i : rows - 1) {
+                    let score = (0..<headDim).reduce(0.0) {
+                        $0 + q[i * width + head * headDim + $1] * k[j * kvWidth + (head / group) * headDim + $1]
+                    }
+                    largestSoftmaxInput = max(largestSoftmaxInput, abs(score * scale))
+                }
+            }
+        }
+        return record(
             try float.attention(
                 q, k, v, rows: rows, heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: scaled, window: window,
                 causal: causal))
     }
-    func geluExact(_ x: [Double]) throws -> [Double] { try float.geluExact(x) }
+    func geluExact(_ x: [Double]) throws -> [Double] { try float.geluExact(activationInput(x)) }
     func meanOfRows(_ x: [Double], rows: Int, width: Int) throws -> [Double] {
         record(try float.meanOfRows(x, rows: rows, width: width))
     }

@@ -12,9 +12,12 @@ func normalized(_ v: [Double]) -> [Double] {
 
 func cosine(_ a: [Double], _ b: [Double]) -> Double { zip(normalized(a), normalized(b)).reduce(0) { $0 + $1.0 * $1.1 } }
 
-func ringEmbedding<B: RingBackend>(_ backend: B, model: EncoderModel, ids: [Int]?, count: Int) throws -> [Double]? {
+func ringEmbedding<B: RingBackend>(
+    _ backend: B, model: EncoderModel, ids: [Int]?, count: Int, widths: InputWidths = InputWidths()
+) throws -> [Double]? {
     try model.pooledEmbedding(
-        RingEvaluator(backend, ring: Ring(bitwidth: 50, scale: 12), truncation: .gap), ids: ids, count: count)
+        RingEvaluator(backend, ring: Ring(bitwidth: 50, scale: 12), truncation: .gap, widths: widths), ids: ids,
+        count: count)
 }
 
 @Suite("BERT / MiniLM sentence embeddings", .serialized)
@@ -50,12 +53,14 @@ struct EncoderTests {
         // Secure equals cleartext on the first sentence.
         let first = try sentences[0]
         let shapes = EncoderModel(shapesOf: model.config)
+        let widths = InputWidths(try model.rangeCertificate(scale: 12))
         let run = try InProcessRun(seed: 4) { backend -> [Double]? in
             let party = (backend as? PartyContext)?.party
             let isServer = party == .p0 || backend is Cleartext
             let isClient = party == .p1 || backend is Cleartext
             return try ringEmbedding(
-                backend, model: isServer ? model : shapes, ids: isClient ? first.ids : nil, count: first.ids.count)
+                backend, model: isServer ? model : shapes, ids: isClient ? first.ids : nil, count: first.ids.count,
+                widths: widths)
         }
         #expect(run.server == nil && run.client != nil && run.client == run.clear)
         #expect(cosine(run.client!, first.embedding) >= 0.995)

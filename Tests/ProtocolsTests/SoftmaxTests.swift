@@ -91,6 +91,47 @@ struct SoftmaxTests {
         #expect(maskedRuns.secure == maskedRuns.clear.values)
     }
 
+    @Test(
+        "softmax on a certified width (inputs below 2^b) equals the cleartext and the reference width, bit for bit",
+        arguments: [17, 20, 10])
+    func certifiedWidth(magnitudeBits b: Int) throws {
+        #expect(Cleartext().softmaxEffectiveBits(ring: ring, magnitudeBits: b) == max(b + 2, 18))
+        #expect(Cleartext().softmaxEffectiveBits(ring: ring, magnitudeBits: nil) == 40)
+        let largest = (Int64(1) << Int64(b)) - 1
+        var values = TestValues(seed: UInt64(b))
+        let lengths = [1, 2, 7, 128, 33]
+        var x: [UInt64] = []
+        for (row, length) in lengths.enumerated() {
+            for j in 0..<length {
+                let value: Int64
+                switch row % 3 {
+                case 0: value = j == 0 ? largest : -largest  // the widest difference, 2^{b+1} − 2
+                case 1: value = -largest + Int64(j)
+                default: value = Int64(values.next() % UInt64(2 * largest + 1)) - largest
+                }
+                x.append(ring.word(value))
+            }
+        }
+        let scoreRing = ring
+        let input = x
+        let certified = try runEverywhere { b2 -> RingTensor in
+            try b2.softmax(
+                try b2.inputFromClient(input, shape: [input.count], ring: scoreRing), rowLengths: lengths,
+                magnitudeBits: b)
+        }
+        let reference = try Cleartext().softmax(
+            RingTensor(ring: ring, shape: [x.count], values: x), rowLengths: lengths)
+        #expect(certified.partiesAgree)
+        #expect(certified.secure == certified.clear.values)
+        #expect(certified.clear.values == reference.values)
+        // Certified b gives shorter comparison keys than the reference's n − f + 2.
+        let uncertified = try runEverywhere { b2 -> RingTensor in
+            try b2.softmax(
+                try b2.inputFromClient(input, shape: [input.count], ring: scoreRing), rowLengths: lengths)
+        }
+        #expect(certified.keyBytes < uncertified.keyBytes)
+    }
+
     @Test("cleartext e^{−x} over every 16-bit input is within 3 units of float64")
     func negativeExpAccuracy() throws {
         let inputs = (0..<65536).map { UInt64($0) }
