@@ -18,7 +18,8 @@ func runEverywhere<Wire: Sendable>(
     seed: UInt64 = 1, _ computation: @escaping @Sendable (any RingBackend) throws -> Wire
 ) throws -> Runs<Wire> {
     let run = try InProcessRun(seed: seed, computation)
-    return Runs(clear: run.clear, masks: run.dealer, p0: run.server, p1: run.client, p0Statistics: run.statistics,
+    return Runs(
+        clear: run.clear, masks: run.dealer, p0: run.server, p1: run.client, p0Statistics: run.statistics,
         keyBytes: run.keyBytes.client)
 }
 
