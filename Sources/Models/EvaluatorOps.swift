@@ -260,25 +260,24 @@ extension RingEvaluator {
         let scores = try backend.matmul(
             RingTensor(ring: ring, shape: [heads * t, dh], values: queries),
             RingTensor(ring: ring, shape: [heads * dh, t], values: keysTransposed), m: t, k: dh, n: t, batch: heads)
-        backend.enterLayer(.truncation)
-        let scaledScores =
-            scaled
-            ? try backend.scaleScores(scores, headDim: dh, gap: truncation == .gap) : try truncate(scores)
-        backend.enterLayer(.softmax)
-        // Only the visible keys of each query go through softmax; the rest are public zeros.
+        // Only the visible keys of each query are truncated and go through softmax (a causal mask halves both);
+        // the rest are public zeros.
         var packed: [UInt64] = []
         var lengths: [Int] = []
         for head in 0..<heads {
             for i in 0..<t {
                 let first = window.map { max(0, i - $0 + 1) } ?? 0
                 let lastKey = causal ? i : t - 1
-                for j in first...lastKey { packed.append(scaledScores.values[(head * t + i) * t + j]) }
+                for j in first...lastKey { packed.append(scores.values[(head * t + i) * t + j]) }
                 lengths.append(lastKey - first + 1)
             }
         }
-        let probabilities = try backend.softmax(
-            RingTensor(ring: ring, shape: [packed.count], values: packed), rowLengths: lengths,
-            magnitudeBits: widths.softmax)
+        backend.enterLayer(.truncation)
+        let visible = RingTensor(ring: ring, shape: [packed.count], values: packed)
+        let scaledScores =
+            scaled ? try backend.scaleScores(visible, headDim: dh, gap: truncation == .gap) : try truncate(visible)
+        backend.enterLayer(.softmax)
+        let probabilities = try backend.softmax(scaledScores, rowLengths: lengths, magnitudeBits: widths.softmax)
         var full = [UInt64](repeating: 0, count: heads * t * t)
         var next = 0
         for head in 0..<heads {
