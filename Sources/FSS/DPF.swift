@@ -8,8 +8,8 @@ import Dispatch
 /// left control-bit correction in bit 0) and a right control-bit correction; the last level produces a 128-bit
 /// leaf directly from the parent seed, corrected by one of two leaf words L_0, L_1, and the low 7 bits of x
 /// pick a bit of the leaf. Evaluation costs d half-PRG calls (one AES each). A key for b > 7 takes
-/// 16(b−7) + 32 bytes plus b−8 bits (`DPFKeys.encodedSize`); for b ≤ 7 it is a secret-shared truth table of
-/// 2^b bits.
+/// 16(b−7) + 16 bytes plus b−8 bits, and a batch one 16-byte seed from which the party expands its keys' root
+/// seeds (`DPFKeys.encodedSize`); for b ≤ 7 it is a secret-shared truth table of 2^b bits.
 ///
 /// The same key also gives shares of 1{x < α} (`DPFKeys.lessThan`), on the evaluation path only, after Grotto
 /// (Storrier et al., ePrint 2023/108) as used by SIGMA §2.6: a tree node lies on α's path exactly when the
@@ -35,23 +35,40 @@ public enum DPF {
             bytes1.withUnsafeMutableBytes { out1 in
                 if layout.usesTruthTable {
                     generateTables(alphas, layout: layout, out0, out1, random: &random)
-                } else {
-                    for start in stride(from: 0, to: alphas.count, by: generationChunk) {
-                        let keys = start..<min(start + generationChunk, alphas.count)
-                        generateTrees(alphas, keys: keys, layout: layout, out0, out1, random: &random, prg: prg)
-                    }
-                    let shared = layout.rootsOffset + 16 * layout.count
-                    (out1.baseAddress! + shared).copyMemory(
-                        from: out0.baseAddress! + shared, byteCount: layout.totalSize - shared)
                 }
             }
+        }
+        var roots: (p0: [Block], p1: [Block]) = ([], [])
+        if !layout.usesTruthTable {
+            // Each party's root seeds expand from a seed of its own, stored once per batch instead of 16 B per key.
+            let seeds = (random.seed(), random.seed())
+            bytes0.replaceSubrange(layout.rootSeedOffset..<(layout.rootSeedOffset + 16), with: seeds.0)
+            bytes1.replaceSubrange(layout.rootSeedOffset..<(layout.rootSeedOffset + 16), with: seeds.1)
+            roots = (
+                expandRoots(seed: seeds.0, count: alphas.count, party: .p0),
+                expandRoots(seed: seeds.1, count: alphas.count, party: .p1)
+            )
+            bytes0.withUnsafeMutableBytes { out0 in
+                for start in stride(from: 0, to: alphas.count, by: generationChunk) {
+                    let keys = start..<min(start + generationChunk, alphas.count)
+                    generateTrees(alphas, keys: keys, roots: roots, layout: layout, out0, prg: prg)
+                }
+            }
+            let shared = layout.rootSeedOffset + 16
+            bytes1.replaceSubrange(shared..<layout.totalSize, with: bytes0[shared..<layout.totalSize])
         }
         KeyHeader.seal(&bytes0)
         KeyHeader.seal(&bytes1)
         return (
-            DPFKeys(unchecked: bytes0, party: .p0, layout: layout),
-            DPFKeys(unchecked: bytes1, party: .p1, layout: layout)
+            DPFKeys(unchecked: bytes0, party: .p0, layout: layout, roots: roots.p0),
+            DPFKeys(unchecked: bytes1, party: .p1, layout: layout, roots: roots.p1)
         )
+    }
+
+    /// Key k's root seed (control bit = the party) is block k of AES-CTR under the batch's root seed for that party.
+    static func expandRoots(seed: [UInt8], count: Int, party: Party) -> [Block] {
+        var stream = SecureRandom(expanding: seed)
+        return stream.blocks(count).map { $0.withControlBit(party.rawValue) }
     }
 
     /// Keys generated together; bounds the dealer's scratch memory.
@@ -77,22 +94,14 @@ public enum DPF {
     }
 
     private static func generateTrees(
-        _ alphas: [UInt64], keys: Range<Int>, layout: DPFLayout, _ out0: UnsafeMutableRawBufferPointer,
-        _ out1: UnsafeMutableRawBufferPointer, random: inout SecureRandom, prg: FixedKeyPRG
+        _ alphas: [UInt64], keys: Range<Int>, roots: (p0: [Block], p1: [Block]), layout: DPFLayout,
+        _ out0: UnsafeMutableRawBufferPointer, prg: FixedKeyPRG
     ) {
         let b = layout.inputBits
-        var seeds0 = random.blocks(keys.count)
-        var seeds1 = random.blocks(keys.count)
-        for i in 0..<keys.count {
-            seeds0[i] = seeds0[i].withControlBit(0)
-            seeds1[i] = seeds1[i].withControlBit(1)
-            out0.storeBytes(
-                of: seeds0[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
-            out1.storeBytes(
-                of: seeds1[i], toByteOffset: layout.rootsOffset + 16 * (keys.lowerBound + i), as: Block.self)
-        }
+        var seeds0 = Array(roots.p0[keys])
+        var seeds1 = Array(roots.p1[keys])
         // The C kernels write the sections both parties share (level words, leaf words, δ bits) into P0's encoding;
-        // `generate` copies them to P1's once every chunk is done.
+        // `generate` copies them to P1's once every chunk is done. They advance the seeds in place (copies).
         let base = out0.baseAddress!
         alphas.withUnsafeBufferPointer { alpha in
             seeds0.withUnsafeMutableBytes { s0 in
@@ -118,7 +127,8 @@ public enum DPF {
 ///
 /// Body for b > 7 (d = b − 7, N keys), structure-of-arrays:
 ///
-///     roots         N × 16 B      the party's root seed, control bit in bit 0
+///     root seed     16 B          key k's root seed is block k of AES-CTR under it, control bit in bit 0 set to
+///                                 the party (`DPF.expandRoots`): 16 B per batch instead of 16 B per key
 ///     levels        (d−1) × N × 16 B, level-major: seed correction, left control-bit correction t_L in bit 0
 ///     leaves        N × 32 B      L_0, L_1 per key
 ///     deltas        (d−1) × ⌈N/8⌉ B, level-major, bit k of a level = t_R ⊕ t_L of key k (so the right child's
@@ -139,15 +149,16 @@ struct DPFLayout: Equatable, Sendable {
     var bitBytes: Int { (count + 7) / 8 }
 
     var tablesOffset: Int { KeyHeader.size }
-    var rootsOffset: Int { KeyHeader.size }
-    func levelOffset(_ level: Int) -> Int { rootsOffset + 16 * count + 16 * count * (level - 1) }
-    var leavesOffset: Int { rootsOffset + 16 * count * depth }
+    var rootSeedOffset: Int { KeyHeader.size }
+    func levelOffset(_ level: Int) -> Int { rootSeedOffset + 16 + 16 * count * (level - 1) }
+    var leavesOffset: Int { levelOffset(depth) }
     func deltaOffset(_ level: Int) -> Int { leavesOffset + 32 * count + bitBytes * (level - 1) }
 
     static let padding = 8
 
     var bodySize: Int {
-        usesTruthTable ? count * tableBytes : count * (16 * depth + 32) + bitBytes * (depth - 1) + Self.padding
+        usesTruthTable
+            ? count * tableBytes : 16 + count * (16 * depth + 16) + bitBytes * (depth - 1) + Self.padding
     }
     var totalSize: Int { KeyHeader.size + bodySize }
 
@@ -156,10 +167,10 @@ struct DPFLayout: Equatable, Sendable {
         guard (1...64).contains(inputBits) else { throw .badParameter("DPF input bits \(inputBits)") }
         let layout = DPFLayout(inputBits: inputBits, count: count)
         if layout.usesTruthTable { return try checkedSize(count, layout.tableBytes) }
-        let trees = try checkedSize(count, 16 * layout.depth + 32)
+        let trees = try checkedSize(count, 16 * layout.depth + 16)
         let (total, overflow) = trees.addingReportingOverflow(try checkedSize(layout.bitBytes, layout.depth - 1))
-        guard !overflow, total < Int.max - padding else { throw .badParameter("section size overflows") }
-        return total + padding
+        guard !overflow, total < Int.max - padding - 16 else { throw .badParameter("section size overflows") }
+        return 16 + total + padding
     }
 }
 
@@ -170,6 +181,8 @@ public struct DPFKeys: Sendable {
     public let party: Party
     let layout: DPFLayout
     let storage: KeyBytes
+    /// The party's root seeds, expanded from the batch's root seed (tree keys; empty for truth tables).
+    let roots: [Block]
 
     /// The versioned encoding: a 32-byte header, then the sections (see `DPFLayout`).
     public var encoded: [UInt8] { storage.array }
@@ -181,18 +194,27 @@ public struct DPFKeys: Sendable {
 
     /// The exact size of the encoding of `count` keys with b-bit inputs.
     ///
-    /// For b > 7 that is a 32-byte header, 8 bytes of padding, and per key 16(b−7) + 32 bytes plus b−8 bits:
-    /// in a batch of 8 or more keys the right control bits of a level pack 8 keys to a byte, so a key costs at
-    /// most 16(b−7) + 32 + ⌈(b−7)/8⌉ bytes, the reference's size (one less level of bits, because the last level's
-    /// control bits are folded into the leaf words). For b ≤ 7 each key is a max(1, 2^b/8)-byte truth table.
+    /// For b > 7 that is a 32-byte header, a 16-byte root seed, 8 bytes of padding, and per key 16(b−7) + 16 bytes
+    /// plus b−8 bits: in a batch of 8 or more keys the right control bits of a level pack 8 keys to a byte, so a key
+    /// costs at most 16(b−7) + 16 + ⌈(b−7)/8⌉ bytes — 16 less than the reference's size, whose keys each carry
+    /// their root seed (and one less level of bits, because the last level's control bits are folded into the
+    /// leaf words). For b ≤ 7 each key is a max(1, 2^b/8)-byte truth table.
     public static func encodedSize(inputBits: Int, count: Int) -> Int {
         DPFLayout(inputBits: inputBits, count: count).totalSize
     }
 
-    init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout) {
+    init(unchecked encoded: [UInt8], party: Party, layout: DPFLayout, roots: [Block]) {
         storage = .owned(encoded)
         self.party = party
         self.layout = layout
+        self.roots = roots
+    }
+
+    /// The root seeds of a batch whose encoding (header and size already checked) is `bytes`.
+    static func roots(of bytes: UnsafeRawBufferPointer, layout: DPFLayout, party: Party) -> [Block] {
+        guard !layout.usesTruthTable else { return [] }
+        let seed = Array(bytes[layout.rootSeedOffset..<(layout.rootSeedOffset + 16)])
+        return DPF.expandRoots(seed: seed, count: layout.count, party: party)
     }
 
     /// Keys read in place from memory that `owner` keeps alive (a mapped key file): validates the header and
@@ -208,6 +230,7 @@ public struct DPFKeys: Sendable {
         storage = .viewed(UnsafeSendable(bytes), owner: owner)
         party = fields.party
         layout = DPFLayout(inputBits: fields.inputBits, count: fields.count)
+        roots = Self.roots(of: bytes, layout: layout, party: party)
     }
 
     /// The encoded size read from the header at the start of `bytes`, to find where a key batch ends in a stream.
@@ -228,9 +251,10 @@ public struct DPFKeys: Sendable {
             try KeyHeader.verify(bytes, bodySize: body)
             return fields
         }
+        let layout = DPFLayout(inputBits: fields.inputBits, count: fields.count)
         self.init(
-            unchecked: encoded, party: fields.party,
-            layout: DPFLayout(inputBits: fields.inputBits, count: fields.count))
+            unchecked: encoded, party: fields.party, layout: layout,
+            roots: encoded.withUnsafeBytes { Self.roots(of: $0, layout: layout, party: fields.party) })
     }
 
     /// Shares of 1{x = α_k}: for `pointsPerKey` = E, `points[k·E + e]` is evaluated under key k.
@@ -263,11 +287,10 @@ public struct DPFKeys: Sendable {
         var output = [UInt8](repeating: 0, count: count * shifts.count)
         let chunk = DPFKeys.shiftedEvaluationChunk
         let chunks = (count + chunk - 1) / chunk
-        storage.withUnsafeBytes { key in
+        withView { view in
             inputs.withUnsafeBufferPointer { x in
                 shifts.withUnsafeBufferPointer { shifts in
                     output.withUnsafeMutableBufferPointer { out in
-                        let view = DPFKeyView(bytes: key, party: party, layout: layout)
                         let work = UnsafeSendable((view, x, shifts, out))
                         parallelFor(chunks, threads: threads) { c in
                             let (view, x, shifts, out) = work.value
@@ -287,10 +310,9 @@ public struct DPFKeys: Sendable {
         var output = [UInt8](repeating: 0, count: points.count)
         let chunk = max(1, DPFKeys.evaluationChunk / pointsPerKey)
         let chunks = (count + chunk - 1) / chunk
-        storage.withUnsafeBytes { key in
+        withView { view in
             points.withUnsafeBufferPointer { x in
                 output.withUnsafeMutableBufferPointer { out in
-                    let view = DPFKeyView(bytes: key, party: party, layout: layout)
                     let work = UnsafeSendable((view, x, out))
                     parallelFor(chunks, threads: threads) { c in
                         let (view, x, out) = work.value
@@ -316,8 +338,10 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
     let bytes: UnsafeRawBufferPointer
     let party: Party
     let layout: DPFLayout
+    /// The expanded root seeds (`DPFKeys.roots`), 16 B per key.
+    let roots: UnsafeRawPointer?
 
-    func root(_ k: Int) -> Block { bytes.loadUnaligned(fromByteOffset: layout.rootsOffset + 16 * k, as: Block.self) }
+    func root(_ k: Int) -> Block { roots!.loadUnaligned(fromByteOffset: 16 * k, as: Block.self) }
 
     func tableBit(key k: Int, point: Int) -> UInt8 {
         (bytes[layout.tablesOffset + k * layout.tableBytes + point / 8] >> UInt8(point % 8)) & 1
@@ -381,7 +405,7 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
     private var keyFields: sigma_dpf_keys {
         let base = bytes.baseAddress!
         return sigma_dpf_keys(
-            roots: base + layout.rootsOffset, levels: base + layout.levelOffset(1), level_stride: 16 * layout.count,
+            roots: roots, levels: base + layout.levelOffset(1), level_stride: 16 * layout.count,
             deltas: (base + layout.deltaOffset(1)).assumingMemoryBound(to: UInt8.self),
             delta_stride: layout.bitBytes, leaves: base + layout.leavesOffset, input_bits: UInt32(layout.inputBits))
     }

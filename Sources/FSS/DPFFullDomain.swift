@@ -84,8 +84,13 @@ extension DPFKeys {
     /// Leaf blocks expanded together per chunk (256 KiB).
     static let fullDomainChunkBlocks = 1 << 14
 
+    /// A view of the encoding and the expanded root seeds, for the duration of `body`.
     func withView<T>(_ body: (DPFKeyView) -> T) -> T {
-        storage.withUnsafeBytes { body(DPFKeyView(bytes: $0, party: party, layout: layout)) }
+        storage.withUnsafeBytes { bytes in
+            roots.withUnsafeBytes { roots in
+                body(DPFKeyView(bytes: bytes, party: party, layout: layout, roots: roots.baseAddress))
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ public enum KeyDecodingError: Error, Equatable, CustomStringConvertible {
         case .truncated(let needed, let available):
             "FSS key encoding is truncated: needs \(needed) bytes, has \(available)"
         case .badMagic: "not an FSS key encoding (bad magic)"
-        case .unsupportedVersion(let v): "FSS key encoding version \(v) is not supported (this build reads version 1)"
+        case .unsupportedVersion(let v): "FSS key encoding version \(v) is not supported (this build reads version 2)"
         case .wrongKind(let expected, let found): "FSS key encoding holds kind \(found), expected \(expected)"
         case .badParty(let p): "FSS key encoding names party \(p); only 0 and 1 exist"
         case .badParameter(let what): "FSS key encoding has an invalid parameter: \(what)"
@@ -45,7 +45,8 @@ public enum KeyDecodingError: Error, Equatable, CustomStringConvertible {
 enum KeyHeader {
     static let size = 32
     static let magic: [UInt8] = Array("SGFK".utf8)
-    static let version: UInt8 = 1
+    /// 2: DPF batches store one root seed per party instead of one per key.
+    static let version: UInt8 = 2
 
     static func write(
         kind: UInt8, party: Party, inputBits: Int, payloadBits: Int, count: Int, into bytes: inout [UInt8]

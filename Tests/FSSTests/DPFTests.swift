@@ -108,12 +108,12 @@ struct DPFTests {
             }
             for backend in supportedBackends {
                 let share0 = k0.lessThan(inputs: inputs, shifts: shifts)
-                let view0 = k0.encoded.withUnsafeBytes { bytes in
+                let view0 = k0.withView { view in
                     var out = [UInt8](repeating: 0, count: points.count)
                     inputs.withUnsafeBufferPointer { x in
                         shifts.withUnsafeBufferPointer { shifts in
                             out.withUnsafeMutableBufferPointer { o in
-                                DPFKeyView(bytes: bytes, party: .p0, layout: k0.layout)
+                                view
                                     .evaluateShifted(
                                         keys: 0..<count, inputs: x, shifts: shifts, output: o,
                                         prg: FixedKeyPRG(backend: backend))
@@ -148,11 +148,11 @@ struct DPFTests {
                             return (comparison ? points[j] < alpha : points[j] == alpha) ? 1 : 0
                         }
                         let shares = [k0, k1].map { key in
-                            key.encoded.withUnsafeBytes { bytes in
+                            key.withView { view in
                                 var out = [UInt8](repeating: 0, count: points.count)
                                 points.withUnsafeBufferPointer { x in
                                     out.withUnsafeMutableBufferPointer { o in
-                                        DPFKeyView(bytes: bytes, party: key.party, layout: key.layout)
+                                        view
                                             .evaluatePaths(
                                                 keys: 0..<count, pointsPerKey: pointsPerKey, points: x, output: o,
                                                 comparison: comparison, prg: FixedKeyPRG(backend: backend))
@@ -181,11 +181,11 @@ struct DPFTests {
         #expect(sequential == parallel)
         #expect(sequential == zip(points, alphas).map { $0 < $1 ? 1 : 0 })
         // Keys are the same whatever backend the evaluator uses.
-        let view0 = k0.encoded.withUnsafeBytes { bytes in
+        let view0 = k0.withView { view in
             var out = [UInt8](repeating: 0, count: points.count)
             points.withUnsafeBufferPointer { x in
                 out.withUnsafeMutableBufferPointer { o in
-                    DPFKeyView(bytes: bytes, party: .p0, layout: k0.layout)
+                    view
                         .evaluatePaths(
                             keys: 0..<alphas.count, pointsPerKey: 1, points: x, output: o, comparison: true,
                             prg: FixedKeyPRG(backend: backend))

@@ -114,22 +114,24 @@ struct DCFTests {
 @Suite("Key encoding")
 struct KeyEncodingTests {
     @Test(
-        "a batch of N b-bit DPF keys takes N(16(b−7) + 32) bytes plus b−8 bits per key",
+        "a batch of N b-bit DPF keys takes N(16(b−7) + 16) bytes plus b−8 bits per key, and one 16-byte root seed",
         arguments: [1, 3, 4, 7, 8, 9, 16, 17, 38, 64])
     func sizes(bits: Int) {
         for count in [1, 8, 64, 1000] {
-            let perKey = 16 * (bits - 7) + 32
+            let perKey = 16 * (bits - 7) + 16
             let expected =
                 bits <= 7
                 ? KeyHeader.size + count * max(1, (1 << bits) / 8)
-                : KeyHeader.size + count * perKey + (bits - 8) * ((count + 7) / 8) + DPFLayout.padding
+                : KeyHeader.size + 16 + count * perKey + (bits - 8) * ((count + 7) / 8) + DPFLayout.padding
             #expect(DPFKeys.encodedSize(inputBits: bits, count: count) == expected, "b=\(bits) N=\(count)")
             var random = SecureRandom(insecureTestSeed: 1)
             let (k0, _) = DPF.generate(alphas: [UInt64](repeating: 1, count: count), inputBits: bits, random: &random)
             #expect(k0.encoded.count == expected)
             if bits > 7 && count % 8 == 0 {
-                // Never above the reference's 16(b−7) + 32 + ⌈(b−7)/8⌉ bytes per key, beyond the batch's 40 bytes.
-                #expect(expected - KeyHeader.size - DPFLayout.padding <= count * (perKey + (bits - 7 + 7) / 8))
+                // 16 B per key below the reference's 16(b−7) + 32 + ⌈(b−7)/8⌉, beyond the batch's 56 bytes.
+                #expect(
+                    expected - KeyHeader.size - 16 - DPFLayout.padding
+                        <= count * (16 * (bits - 7) + 32 + (bits - 7 + 7) / 8 - 16))
             }
         }
     }
