@@ -155,9 +155,11 @@ struct KeyFileMAC {
 }
 
 /// The dealer's writer of one party's key file: a `KeySink` that streams to disk with large writes, computing each
-/// section's MAC on the way.
+/// section's MAC on the way. The writes themselves run on a thread of their own (`FileFlusher`): copying gigabytes
+/// into the page cache costs about as much kernel time as generating the keys costs the dealer, so the two overlap.
 public final class KeyFileWriter: KeySink {
     private let fd: Int32
+    private let flusher: FileFlusher
     private var header: KeyFileHeader
     private let mac: KeyFileMAC
     private let sectionSize: Int
@@ -184,28 +186,44 @@ public final class KeyFileWriter: KeySink {
         section = mac.begin(nonce: 0)
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw KeyFileError.cannotOpen(path: path, errno: errno) }
+        flusher = FileFlusher(fd: fd)
         try writeHeader(state: .beingWritten)
-        buffer.reserveCapacity(8 << 20)
+        buffer.reserveCapacity(Self.flushSize)
     }
 
     deinit {
+        flusher.stop()
         _ = section.finish()  // frees the C state
         close(fd)
     }
 
+    static let flushSize = 8 << 20
+
     public func write(_ bytes: [UInt8]) throws {
-        var rest = bytes[...]
-        while !rest.isEmpty {
-            let piece = rest.prefix(sectionSize - section.count)
-            piece.withUnsafeBytes { section.add($0) }
-            buffer += piece
-            payloadLength += piece.count
-            rest = rest.dropFirst(piece.count)
+        bytes.withUnsafeBytes { authenticate($0) }
+        if bytes.count >= Self.flushSize {
+            // A large piece (a DPF batch) goes to the disk thread as it is, without a copy into the buffer.
+            try flush()
+            payloadLength += bytes.count
+            try flusher.write(bytes, at: KeyFileLayout.payloadOffset + payloadLength - bytes.count)
+            return
+        }
+        buffer += bytes
+        payloadLength += bytes.count
+        if buffer.count >= Self.flushSize { try flush() }
+    }
+
+    /// Adds bytes to the running section MACs, closing a section every `sectionSize` bytes.
+    private func authenticate(_ bytes: UnsafeRawBufferPointer) {
+        var start = 0
+        while start < bytes.count {
+            let end = min(bytes.count, start + sectionSize - section.count)
+            section.add(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+            start = end
             if section.count == sectionSize {
                 tags += section.finish()
                 section = mac.begin(nonce: UInt64(tags.count / KeyFileLayout.tagSize))
             }
-            if buffer.count >= 8 << 20 { try flush() }
         }
     }
 
@@ -216,14 +234,18 @@ public final class KeyFileWriter: KeySink {
             section = mac.begin(nonce: UInt64(tags.count / KeyFileLayout.tagSize))
         }
         try flush()
+        try flusher.drain()
         try writeAll(tags, at: KeyFileLayout.payloadOffset + payloadLength)
         try writeHeader(state: .complete)
         guard fsync(fd) == 0 else { throw KeyFileError.ioFailed(call: "fsync", errno: errno) }
     }
 
+    /// Hands the buffer (the last `buffer.count` bytes of the payload) to the disk thread.
     private func flush() throws {
-        try writeAll(buffer, at: KeyFileLayout.payloadOffset + payloadLength - buffer.count)
-        buffer.removeAll(keepingCapacity: true)
+        guard !buffer.isEmpty else { return }
+        try flusher.write(buffer, at: KeyFileLayout.payloadOffset + payloadLength - buffer.count)
+        buffer = []
+        buffer.reserveCapacity(Self.flushSize)
     }
 
     private func writeHeader(state: KeyFileLayout.State) throws {
@@ -246,7 +268,74 @@ public final class KeyFileWriter: KeySink {
         try writeAll(bytes, at: 0)
     }
 
-    private func writeAll(_ bytes: [UInt8], at offset: Int) throws {
+    private func writeAll(_ bytes: [UInt8], at offset: Int) throws { try FileFlusher.writeAll(fd, bytes, at: offset) }
+}
+
+/// Writes buffers to a file, in order, on a thread of its own; at most `depth` buffers wait, so the producer
+/// blocks rather than piling up memory when the disk is slower than the dealer. An error is reported by the next
+/// `write` or `drain`.
+final class FileFlusher: @unchecked Sendable {  // mutable state guarded by `condition`
+    private let fd: Int32
+    private let condition = NSCondition()
+    private var queue: [(bytes: [UInt8], offset: Int)] = []
+    private var busy = false
+    private var stopped = false
+    private var failure: KeyFileError?
+    static let depth = 2
+
+    init(fd: Int32) {
+        self.fd = fd
+        let thread = Thread { [self] in run() }
+        thread.name = "sigma-key-writer"
+        thread.start()
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.count >= Self.depth && failure == nil { condition.wait() }
+        if let failure { throw failure }
+        queue.append((bytes, offset))
+        condition.broadcast()
+    }
+
+    /// Waits until every queued buffer is written.
+    func drain() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while (!queue.isEmpty || busy) && failure == nil { condition.wait() }
+        if let failure { throw failure }
+    }
+
+    func stop() {
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopped { condition.wait() }
+            if queue.isEmpty {
+                condition.unlock()
+                return
+            }
+            let (bytes, offset) = queue.removeFirst()
+            busy = true
+            condition.unlock()
+            var writeError: KeyFileError?
+            do throws(KeyFileError) { try Self.writeAll(fd, bytes, at: offset) } catch { writeError = error }
+            condition.withLock {
+                busy = false
+                if let writeError, failure == nil { failure = writeError }
+                condition.broadcast()
+            }
+        }
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(KeyFileError) {
         var done = 0
         while done < bytes.count {
             let written = bytes.withUnsafeBytes {

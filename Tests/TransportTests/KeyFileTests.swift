@@ -149,4 +149,31 @@ struct KeyFileTests {
             try reader.words(1, bits: 8)
         }
     }
+
+    @Test("pieces larger than the write buffer go to the disk thread uncopied, between small ones, across sections")
+    func largePieces() throws {
+        let path = temporaryPath("large")
+        defer { unlink(path) }
+        let flush = KeyFileWriter.flushSize
+        let sizes = [3, flush + 5, 100, 7, 2 * flush + 1, flush - 1, 1, flush]
+        var state: UInt64 = 5
+        let pieces = sizes.map { size in
+            (0..<size).map { _ -> UInt8 in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return UInt8(truncatingIfNeeded: state >> 33)
+            }
+        }
+        let writer = try KeyFileWriter(
+            path: path,
+            header: KeyFileHeader(party: .p0, sessionID: fileSession, modelFingerprint: model),
+            secret: dealerSecret, sectionSize: 3 << 20)
+        for piece in pieces { try writer.write(piece) }
+        try writer.finish()
+        let file = try KeyFile(path: path, party: .p0, secret: dealerSecret, markConsumed: false)
+        let reader = file.reader()
+        #expect(file.payloadBytes == sizes.reduce(0, +))
+        for piece in pieces {
+            #expect(try reader.words(piece.count, bits: 8) == piece.map { UInt64($0) })
+        }
+    }
 }
