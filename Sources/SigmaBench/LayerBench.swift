@@ -6,10 +6,14 @@ import Ring
 /// `sigma bench layers`: GeLU, SiLU, softmax, LayerNorm and RMSNorm at GPT-2's shapes (sequence length 128,
 /// n = 50, f = 12), both parties in this process over loopback TCP, one core each. One block's instance is
 /// measured (the median of three) and multiplied by the model's count of it (12 blocks; 25 norms); the
-/// per-instance figures are reported too.
+/// per-instance figures are reported too. GeLU/SiLU and softmax inputs are taken to occupy `activationBits` and
+/// `softmaxBits` (|x| < 2^b units, what a model's range certificate proves; nil: the reference's n − f).
 public enum LayerBenchmark {
     /// `only`: the layer names to measure (all when nil).
-    public static func run(only: Set<String>? = nil, progress: (String) -> Void = { _ in }) throws -> JSONValue {
+    public static func run(
+        only: Set<String>? = nil, activationBits: Int? = nil, softmaxBits: Int? = nil,
+        progress: (String) -> Void = { _ in }
+    ) throws -> JSONValue {
         let ring = Ring(bitwidth: 50, scale: 12)
         var random = SecureRandom(insecureTestSeed: 8)
         func reals(_ count: Int, magnitude: Double, offset: Double = 0) -> [UInt64] {
@@ -29,9 +33,18 @@ public enum LayerBenchmark {
 
         typealias Step = @Sendable (any RingBackend, RingTensor, RingTensor) throws -> Void
         let cases: [(String, Int, [UInt64], [UInt64], Int, Step)] = [
-            ("GeLU", activations.count, activations, [], 12, { b, x, _ in _ = try b.gelu(x) }),
-            ("SiLU", activations.count, activations, [], 12, { b, x, _ in _ = try b.silu(x) }),
-            ("softmax", scores.count, scores, [], 12, { b, x, _ in _ = try b.softmax(x, rows: seq, causal: true) }),
+            (
+                "GeLU", activations.count, activations, [], 12,
+                { b, x, _ in _ = try b.gelu(x, magnitudeBits: activationBits) }
+            ),
+            (
+                "SiLU", activations.count, activations, [], 12,
+                { b, x, _ in _ = try b.silu(x, magnitudeBits: activationBits) }
+            ),
+            (
+                "softmax", scores.count, scores, [], 12,
+                { b, x, _ in _ = try b.softmax(x, rows: seq, causal: true, magnitudeBits: softmaxBits) }
+            ),
             (
                 "LayerNorm", hidden.count, hidden, gamma + beta, 25,
                 { b, x, w in
@@ -76,8 +89,11 @@ public enum LayerBenchmark {
                     ])
                 ))
         }
+        func bits(_ b: Int?) -> String { b.map { "below 2^\($0) units (certified)" } ?? "n − f (the reference's)" }
         return .object([
             ("model", .string("GPT-2 shapes, seq 128, n=50 f=12; one instance measured, GPT-2 totals extrapolated")),
+            ("activation_inputs", .string(bits(activationBits))),
+            ("softmax_inputs", .string(bits(softmaxBits))),
             ("layers", .object(results)),
         ])
     }

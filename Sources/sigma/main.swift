@@ -1,6 +1,7 @@
 import CSigmaKernels
 import FSS
 import Foundation
+import Models
 import SigmaBench
 import Transport
 
@@ -40,8 +41,10 @@ let usage = """
       bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
-      bench layers [--json] [--only GeLU,softmax,…]
-                                    GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP
+      bench layers [--json] [--only GeLU,softmax,…] [--reference-widths]
+                                    GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP,
+                                    activation and softmax inputs at the widths GPT-2's range certificate proves
+                                    (the reference's n − f with --reference-widths)
       bench transport [--json]      a channel's round-trip time and throughput, TLS against plain TCP
       bench protocols [--json] [--elements N] [--threads T]
                                     each protocol's online time, bytes, rounds and key size over loopback TCP
@@ -128,9 +131,16 @@ do {
                     "--softmax-bits",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":
-        let options = Options(arguments[2...], flags: ["--json"], values: ["--only"])
+        let options = Options(arguments[2...], flags: ["--json", "--reference-widths"], values: ["--only"])
         let only = options.string("--only").map { Set($0.split(separator: ",").map(String.init)) }
-        let result = try LayerBenchmark.run(only: only) { printError($0) }
+        // GPT-2's own certificate (random weights of its shape, as `bench model` runs it).
+        let widths =
+            options.has("--reference-widths")
+            ? InputWidths()
+            : InputWidths(try Job(Options(["--model", "gpt2"][...], flags: [], values: ["--model"])).certificate().0)
+        let result = try LayerBenchmark.run(
+            only: only, activationBits: widths.activation, softmaxBits: widths.softmax
+        ) { printError($0) }
         print(options.has("--json") ? result.text : renderTable(result, title: "sigma bench layers"))
     case "bench" where arguments.count >= 2 && arguments[1] == "transport":
         let options = Options(arguments[2...], flags: ["--json"], values: [])
