@@ -96,6 +96,12 @@ public protocol KeyStreamVerifier: AnyObject, Sendable {
     /// Blocks until the bytes before `end` have passed their check, and returns how far checking has reached
     /// (at least `end`); throws if a section before `end` failed. `end` also tells how far the reader has come.
     func verified(through end: Int) throws(KeyStreamError) -> Int
+    /// The reader starts a gate at `offset`: no gate uses bytes before it any more.
+    func gateStarted(at offset: Int)
+}
+
+extension KeyStreamVerifier {
+    public func gateStarted(at offset: Int) {}
 }
 
 /// A party's reader of its key stream: reads once, sequentially, from memory it does not copy (a mapped key
@@ -136,6 +142,7 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
 
     /// Checks the marker of the next gate.
     public func expectGate(_ tag: GateTag, count: Int) throws(KeyStreamError) {
+        verifier?.gateStarted(at: offset)
         let marker = try take(12)
         let foundTag = GateTag(bytes: Array(marker[0..<4]))
         let foundCount = (0..<8).reduce(UInt64(0)) { $0 | UInt64(marker[4 + $1]) << UInt64(8 * $1) }

@@ -67,6 +67,15 @@ public struct Credentials: Equatable, Sendable {
         return .tls(presharedKey: key, identity: "sigma/1/\(hex(deployment))/server-client")
     }
 
+    /// The TLS setting of the channel on which the dealer streams `party`'s keys (`KeyStreamSender`): a pre-shared key
+    /// derived from the dealer's secret with that party, which only the two of them hold.
+    public func dealerChannelSecurity(for party: Party) throws -> ChannelSecurity {
+        let name = party == .p0 ? "server" : "client"
+        return .tls(
+            presharedKey: try derive(from: party, label: "sigma key-stream channel 1", context: deployment),
+            identity: "sigma/1/\(hex(deployment))/dealer-\(name)")
+    }
+
     /// The secret that authenticates `party`'s key files.
     public func keyFileSecret(for party: Party) throws -> [UInt8] {
         guard let key = dealerKeys[party] else {

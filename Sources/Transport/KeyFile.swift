@@ -271,69 +271,17 @@ public final class KeyFileWriter: KeySink {
     private func writeAll(_ bytes: [UInt8], at offset: Int) throws { try FileFlusher.writeAll(fd, bytes, at: offset) }
 }
 
-/// Writes buffers to a file, in order, on a thread of its own; at most `depth` buffers wait, so the producer
-/// blocks rather than piling up memory when the disk is slower than the dealer. An error is reported by the next
-/// `write` or `drain`.
-final class FileFlusher: @unchecked Sendable {  // mutable state guarded by `condition`
-    private let fd: Int32
-    private let condition = NSCondition()
-    private var queue: [(bytes: [UInt8], offset: Int)] = []
-    private var busy = false
-    private var stopped = false
-    private var failure: KeyFileError?
-    static let depth = 2
+/// Writes buffers to a file, in order, on a thread of its own (`OrderedWorker`).
+final class FileFlusher: @unchecked Sendable {  // immutable; the worker serialises the writes
+    private let worker: OrderedWorker<(bytes: [UInt8], offset: Int)>
 
     init(fd: Int32) {
-        self.fd = fd
-        let thread = Thread { [self] in run() }
-        thread.name = "sigma-key-writer"
-        thread.start()
+        worker = OrderedWorker(name: "sigma-key-writer") { item in try Self.writeAll(fd, item.bytes, at: item.offset) }
     }
 
-    func write(_ bytes: [UInt8], at offset: Int) throws {
-        condition.lock()
-        defer { condition.unlock() }
-        while queue.count >= Self.depth && failure == nil { condition.wait() }
-        if let failure { throw failure }
-        queue.append((bytes, offset))
-        condition.broadcast()
-    }
-
-    /// Waits until every queued buffer is written.
-    func drain() throws {
-        condition.lock()
-        defer { condition.unlock() }
-        while (!queue.isEmpty || busy) && failure == nil { condition.wait() }
-        if let failure { throw failure }
-    }
-
-    func stop() {
-        condition.withLock {
-            stopped = true
-            condition.broadcast()
-        }
-    }
-
-    private func run() {
-        while true {
-            condition.lock()
-            while queue.isEmpty && !stopped { condition.wait() }
-            if queue.isEmpty {
-                condition.unlock()
-                return
-            }
-            let (bytes, offset) = queue.removeFirst()
-            busy = true
-            condition.unlock()
-            var writeError: KeyFileError?
-            do throws(KeyFileError) { try Self.writeAll(fd, bytes, at: offset) } catch { writeError = error }
-            condition.withLock {
-                busy = false
-                if let writeError, failure == nil { failure = writeError }
-                condition.broadcast()
-            }
-        }
-    }
+    func write(_ bytes: [UInt8], at offset: Int) throws { try worker.submit((bytes, offset)) }
+    func drain() throws { try worker.drain() }
+    func stop() { worker.stop() }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(KeyFileError) {
         var done = 0

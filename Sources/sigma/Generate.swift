@@ -38,7 +38,8 @@ enum Generate {
             let run = try Run.secureRun(
                 executable, directory: directory, job: model,
                 clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")],
-                insecure: options.has("--insecure-transport"))
+                insecure: options.has("--insecure-transport"), streamKeys: options.has("--stream-keys"),
+                inlineProducts: options.has("--inline-products"))
             guard let next = run.client["next_token"] as? Int else {
                 throw RoleError("step \(step + 1) returned no token")
             }
@@ -109,7 +110,8 @@ enum Generate {
         let run = try Run.secureRun(
             executable, directory: directory, job: model,
             clientArguments: ["--ids", ids.map(String.init).joined(separator: ",")],
-            insecure: options.has("--insecure-transport"))
+            insecure: options.has("--insecure-transport"), streamKeys: options.has("--stream-keys"),
+            inlineProducts: options.has("--inline-products"))
         let report = run.client
         let result = run.clientJSON
         guard report["embedding"] != nil else { throw RoleError("the client returned no embedding") }

@@ -33,7 +33,8 @@ enum ModelBench {
         let run = try Run.secureRun(
             executable, directory: directory, job: job,
             clientArguments: ["--ids", ids.map(String.init).joined(separator: ","), "--timeout", "600"],
-            insecure: options.has("--insecure-transport"))
+            insecure: options.has("--insecure-transport"), streamKeys: options.has("--stream-keys"),
+            inlineProducts: options.has("--inline-products"))
         let (clientStats, dealerStats, serverStats, keygenWall) = (
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )
@@ -44,6 +45,13 @@ enum ModelBench {
             ("transport", .string(clientStats["transport"] as? String ?? "")),
             ("online_seconds", .number(clientStats["online_seconds"] as? Double ?? 0)),
             ("keygen_seconds", .number(dealerStats["keygen_seconds"] as? Double ?? keygenWall)),
+            (
+                "keys",
+                .string(
+                    options.has("--stream-keys")
+                        ? "streamed by the dealer over TLS\(options.has("--inline-products") ? ", no preprocessing stream" : "")"
+                        : "key files")
+            ),
             (
                 "key_bytes",
                 .object([

@@ -42,39 +42,29 @@ enum Roles {
     }
 
     /// `sigma dealer --keys DIR [--model DIR --tokens T]`: writes DIR/server.key and DIR/client.key for one
-    /// inference.
+    /// inference; or, with `--stream-to-server HOST:PORT --stream-to-client HOST:PORT`, streams the keys to the
+    /// parties as it generates them (`KeyStreamSender`; `--inline-products`: no preprocessing stream).
     static func dealer(_ options: Options) throws {
         let credentials = try credentials(options, as: .dealer)
-        let directory = options.required("--keys")
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let job = Job(options)
         var random = SecureRandom()
         let session = random.bytes(16)
         let start = DispatchTime.now()
-        // Each party's online keys and its preprocessing keys (folded with the masked weights before the online
-        // phase: `PartyContext.preprocess`), the latter under a session id of their own so no MAC nonce repeats.
-        let files = try [Party.p0, .p1].flatMap { party in
-            try [session, preprocessingSession(session)].map { id in
-                try KeyFileWriter(
-                    path: preprocessingPath(
-                        directory + (party == .p0 ? "/server.key" : "/client.key"), if: id != session),
-                    header: KeyFileHeader(party: party, sessionID: id, modelFingerprint: try job.fingerprint()),
-                    secret: try credentials?.keyFileSecret(for: party))
-            }
-        }
-        let dealer = Dealer(p0: files[0], p1: files[2], random: random.split(), preprocessing: (files[1], files[3]))
+        let sinks = try keySinks(options, job: job, session: session, credentials: credentials)
+        let dealer = Dealer(
+            p0: sinks.online[0], p1: sinks.online[1], random: random.split(),
+            preprocessing: sinks.preprocessing.map { ($0[0], $0[1]) })
         try dealer.beginWeightMasks(
             seed: try weightMaskSeed(options, job: job, credentials: credentials, random: &random))
         showProgress("keys  ")
         _ = try job.run(dealer, party: nil, input: nil)
         dealer.closeLayer()
-        for file in files { try file.finish() }
+        try sinks.finish()
         let elapsed = seconds(since: start)
         printError(
-            "dealer: wrote \(files[0].path) (\(dealer.p0.bytesWritten) B) and \(files[2].path) "
-                + "(\(dealer.p1.bytesWritten) B), with preprocessing keys beside them (.pre.key: "
-                + "\(dealer.preprocessing?.p0.bytesWritten ?? 0) B, \(dealer.preprocessing?.p1.bytesWritten ?? 0) B), in \(String(format: "%.3f", elapsed)) s"
-        )
+            "dealer: \(sinks.destination) (\(dealer.p0.bytesWritten) B and \(dealer.p1.bytesWritten) B), with "
+                + "preprocessing keys (\(dealer.preprocessing?.p0.bytesWritten ?? 0) B, "
+                + "\(dealer.preprocessing?.p1.bytesWritten ?? 0) B), in \(String(format: "%.3f", elapsed)) s")
         printError(
             "stats: "
                 + JSONValue.object([
@@ -89,6 +79,7 @@ enum Roles {
                     ),
                     ("preprocessing_key_bytes_server", .integer(dealer.preprocessing?.p0.bytesWritten ?? 0)),
                     ("preprocessing_key_bytes_client", .integer(dealer.preprocessing?.p1.bytesWritten ?? 0)),
+                    ("keys_streamed", .bool(sinks.streamed)),
                     (
                         "key_breakdown",
                         .object(
@@ -105,6 +96,63 @@ enum Roles {
                 ]).text)
     }
 
+    /// Where the dealer's keys go: each party's online and preprocessing streams, as key files or over channels.
+    struct DealerSinks {
+        var online: [KeySink]
+        var preprocessing: [KeySink]?
+        var destination: String
+        var streamed: Bool
+        var finish: () throws -> Void
+    }
+
+    static func keySinks(_ options: Options, job: Job, session: [UInt8], credentials: Credentials?) throws
+        -> DealerSinks
+    {
+        let fingerprint = try job.fingerprint()
+        if options.string("--stream-to-server") != nil || options.string("--stream-to-client") != nil {
+            guard options.string("--keys") == nil else {
+                throw RoleError("--keys (files) and --stream-to-server/--stream-to-client exclude each other")
+            }
+            let timeout = options.number("--timeout", default: 60)
+            let inline = options.has("--inline-products")
+            let senders = try [Party.p0, .p1].map { party in
+                let (host, port) = options.address(party == .p0 ? "--stream-to-server" : "--stream-to-client")
+                // The dealer takes the client's side of the Sigma hello; the party learns the session from the stream.
+                let channel = try TCPChannel.connect(
+                    host: host, port: port,
+                    handshake: Handshake(
+                        role: .client, modelFingerprint: fingerprint, sessionID: keyStreamHelloSession),
+                    security: try credentials?.dealerChannelSecurity(for: party) ?? .insecure, timeout: timeout)
+                return try KeyStreamSender(
+                    channel: channel, sessionID: session, modelFingerprint: fingerprint, preprocessing: !inline)
+            }
+            return DealerSinks(
+                online: senders.map(\.online), preprocessing: inline ? nil : senders.map { $0.preprocessing! },
+                destination: "streamed the keys to the server and the client", streamed: true,
+                finish: { for sender in senders { try sender.finish() } })
+        }
+        let directory = options.required("--keys")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Each party's online keys and its preprocessing keys (folded with the masked weights before the online
+        // phase: `PartyContext.preprocess`), the latter under a session id of their own so no MAC nonce repeats.
+        let files = try [Party.p0, .p1].flatMap { party in
+            try [session, preprocessingSession(session)].map { id in
+                try KeyFileWriter(
+                    path: preprocessingPath(
+                        directory + (party == .p0 ? "/server.key" : "/client.key"), if: id != session),
+                    header: KeyFileHeader(party: party, sessionID: id, modelFingerprint: fingerprint),
+                    secret: try credentials?.keyFileSecret(for: party))
+            }
+        }
+        return DealerSinks(
+            online: [files[0], files[2]], preprocessing: [files[1], files[3]],
+            destination: "wrote \(files[0].path) and \(files[2].path)", streamed: false,
+            finish: { for file in files { try file.finish() } })
+    }
+
+    /// The session id of the hello on a key-stream channel (the real one comes in the stream's header).
+    static let keyStreamHelloSession = [UInt8](repeating: 0, count: 16)
+
     /// The server's weight masks: under a deployment's credentials, HMAC(dealer–server secret, label ‖ model ‖
     /// epoch), the same for every inference of the model, so the client receives Ŵ once (`MaskedWeightSetup`); a new
     /// `--weight-epoch` gives new masks (needed when the server's weights change). Without credentials, fresh ones.
@@ -119,11 +167,46 @@ enum Roles {
             ).prefix(16))
     }
 
-    /// Opens this party's key file and its preprocessing key file (beside it: `server.key`, `server.pre.key`) and
-    /// checks that they were made for this computation and for each other.
-    static func openKeys(_ path: String, party: Party, job: Job, credentials: Credentials?) throws -> (
-        online: KeyFile, preprocessing: KeyFile
-    ) {
+    /// A party's keys: from key files, or streamed by the dealer.
+    struct PartyKeys {
+        var sessionID: [UInt8]
+        var online: KeyStreamReader
+        /// nil: the dealer put the products with the weights in the online stream.
+        var preprocessing: KeyStreamReader?
+        var bytes: () -> Int
+    }
+
+    /// This party's keys: `--keys FILE` (its key file and the preprocessing key file beside it: `server.key`,
+    /// `server.pre.key`), checked to be made for this computation and for each other; or `--keys-from-dealer PORT`:
+    /// the dealer connects and streams them (`KeyStreamReceiver`), `--key-window BYTES` bounding what is held
+    /// ahead of the reader. Returns once the streams are complete or the window is full.
+    static func openKeys(
+        _ options: Options, party: Party, job: Job, credentials: Credentials?, dealer listener: TCPListener?
+    ) throws -> PartyKeys {
+        let role = party == .p0 ? "server" : "client"
+        if let listener {
+            let channel = try listener.accept(
+                handshake: Handshake(
+                    role: .server, modelFingerprint: try job.fingerprint(), sessionID: keyStreamHelloSession),
+                security: try credentials?.dealerChannelSecurity(for: party) ?? .insecure,
+                timeout: options.number("--timeout", default: 60))
+            let memory = Int(ProcessInfo.processInfo.physicalMemory)
+            let receiver = try KeyStreamReceiver(
+                channel: channel, window: options.integer("--key-window", default: memory / 3, range: 1...Int.max))
+            guard receiver.modelFingerprint == (try job.fingerprint()) else {
+                throw RoleError("the dealer streams keys for another model or prompt length")
+            }
+            let start = DispatchTime.now()
+            let complete = try receiver.waitUntilReady()
+            printError(
+                "\(role): \(complete ? "received all its keys" : "holds a full key window") from the dealer in "
+                    + "\(String(format: "%.3f", seconds(since: start))) s")
+            return PartyKeys(
+                sessionID: receiver.sessionID, online: receiver.online.reader(),
+                preprocessing: receiver.preprocessing?.reader(),
+                bytes: { receiver.online.bytesReceived + (receiver.preprocessing?.bytesReceived ?? 0) })
+        }
+        let path = options.required("--keys")
         let secret = try credentials?.keyFileSecret(for: party)
         let file = try KeyFile(path: path, party: party, secret: secret)
         guard file.header.modelFingerprint == (try job.fingerprint()) else {
@@ -133,7 +216,22 @@ enum Roles {
         guard preprocessing.header.sessionID == preprocessingSession(file.header.sessionID),
             preprocessing.header.modelFingerprint == file.header.modelFingerprint
         else { throw RoleError("\(preprocessingPath(path, if: true)) belongs to other keys than \(path)") }
-        return (file, preprocessing)
+        return PartyKeys(
+            sessionID: file.header.sessionID, online: file.reader(), preprocessing: preprocessing.reader(),
+            bytes: { file.payloadBytes + preprocessing.payloadBytes })
+    }
+
+    /// `--keys-from-dealer PORT` (on `--host`, default 127.0.0.1): listens for the dealer and says where.
+    static func dealerListener(_ options: Options, role: String) throws -> TCPListener? {
+        guard options.string("--keys-from-dealer") != nil else { return nil }
+        guard options.string("--keys") == nil else {
+            throw RoleError("--keys (a file) and --keys-from-dealer exclude each other")
+        }
+        let listener = try TCPListener(
+            host: options.string("--host") ?? "127.0.0.1",
+            port: UInt16(options.integer("--keys-from-dealer", default: 0, range: 0...65535)))
+        printError("\(role): waiting for the dealer on port \(listener.port)")
+        return listener
     }
 
     /// `server.key` → `server.pre.key` (when `condition`).
@@ -149,10 +247,11 @@ enum Roles {
 
     /// Folds the products with the server's masked weights before the online phase; returns the seconds it took.
     static func preprocess(
-        _ context: PartyContext, keys: KeyFile, job: Job, party: Party, model: TokenModel?
+        _ context: PartyContext, keys: KeyStreamReader?, job: Job, party: Party, model: TokenModel?
     ) throws -> Double {
+        guard let keys else { return 0 }
         let start = DispatchTime.now()
-        try context.preprocess(keys: keys.reader()) { backend in
+        try context.preprocess(keys: keys) { backend in
             _ = try job.run(backend, party: party, input: nil, model: model)
         }
         return seconds(since: start)
@@ -173,18 +272,19 @@ enum Roles {
         // Loaded once: checked here, before anything listens, and run below.
         let model = try job.model(for: .p0)
         try job.requireCertifiedRanges(model)
-        let keys = try openKeys(options.required("--keys"), party: .p0, job: job, credentials: credentials)
+        let dealer = try dealerListener(options, role: "server")
         let listener = try TCPListener(
             host: options.string("--host") ?? "127.0.0.1",
             port: UInt16(options.integer("--port", default: 0, range: 0...65535)))
         printError("server: listening on port \(listener.port)")
+        let keys = try openKeys(options, party: .p0, job: job, credentials: credentials, dealer: dealer)
         let channel = try listener.accept(
             handshake: Handshake(
-                role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.online.header.sessionID),
+                role: .server, modelFingerprint: try job.fingerprint(), sessionID: keys.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
         printError("server: connected to the client over \(channel.security)")
-        let context = PartyContext(party: .p0, keys: keys.online.reader(), channel: channel)
+        let context = PartyContext(party: .p0, keys: keys.online, channel: channel)
         let setupStart = DispatchTime.now()
         let weightsSent = try MaskedWeightSetup.serve(
             context, channel: channel, collect: job.collectServerWeights(party: .p0, model: model),
@@ -238,15 +338,17 @@ enum Roles {
                 throw RoleError("the model takes \(MLP.demo().inputWidth) inputs")
             }
         }
-        let keys = try openKeys(options.required("--keys"), party: .p1, job: job, credentials: credentials)
+        let keys = try openKeys(
+            options, party: .p1, job: job, credentials: credentials, dealer: try dealerListener(options, role: "client")
+        )
         let (host, port) = options.address("--connect")
         let channel = try TCPChannel.connect(
             host: host, port: port,
             handshake: Handshake(
-                role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.online.header.sessionID),
+                role: .client, modelFingerprint: try job.fingerprint(), sessionID: keys.sessionID),
             security: try credentials?.partyChannelSecurity() ?? .insecure,
             timeout: options.number("--timeout", default: 60))
-        let party = PartyContext(party: .p1, keys: keys.online.reader(), channel: channel)
+        let party = PartyContext(party: .p1, keys: keys.online, channel: channel)
         let setupStart = DispatchTime.now()
         let model = try job.model(for: .p1)
         let weightsReceived = try MaskedWeightSetup.receive(
@@ -275,7 +377,7 @@ enum Roles {
                 ("preprocessing_seconds", .number(preprocessingSeconds)),
                 ("bytes_sent", .integer(stats.bytesSent)),
                 ("bytes_received", .integer(stats.bytesReceived)), ("rounds", .integer(stats.rounds)),
-                ("key_bytes", .integer(keys.online.payloadBytes + keys.preprocessing.payloadBytes)),
+                ("key_bytes", .integer(keys.bytes())),
                 ("peak_rss_bytes", .integer(peakResidentBytes())),
                 (
                     "online_breakdown",

@@ -17,7 +17,8 @@ enum Run {
         let run = try secureRun(
             executable, directory: directory, job: [],
             clientArguments: ["--input", input.map { String($0) }.joined(separator: ",")],
-            insecure: options.has("--insecure-transport"))
+            insecure: options.has("--insecure-transport"), streamKeys: options.has("--stream-keys"),
+            inlineProducts: options.has("--inline-products"))
         guard let output = run.client["output"] as? [Double] else { throw RoleError("the client returned no output") }
         let report = run.client
         let result = run.clientJSON
@@ -73,8 +74,12 @@ enum Run {
     ///
     /// Unless `insecure`, a fresh deployment's credentials go into `directory/credentials`: TLS between the parties
     /// and authenticated key files, as a real deployment runs.
+    ///
+    /// `streamKeys`: the dealer streams the keys to the parties instead of writing files (`inlineProducts`: without
+    /// a preprocessing stream); keygen then overlaps the parties' start.
     static func secureRun(
-        _ executable: URL, directory: String, job: [String], clientArguments: [String], insecure: Bool
+        _ executable: URL, directory: String, job: [String], clientArguments: [String], insecure: Bool,
+        streamKeys: Bool = false, inlineProducts: Bool = false
     ) throws -> SecureRun {
         var security: [Credentials.Role: [String]] = [:]
         if insecure {
@@ -85,30 +90,63 @@ enum Run {
         }
         let keygenStart = Date()
         let dealerLog = Pipe()
-        let dealer = try spawn(
-            executable, ["dealer", "--keys", directory] + security[.dealer]! + job, stderr: dealerLog)
-        let dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        dealer.waitUntilExit()
-        guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
-        let keygenSeconds = Date().timeIntervalSince(keygenStart)
         let serverLog = Pipe()
-        let server = try spawn(
-            executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + security[.server]! + job,
-            stderr: serverLog)
-        guard let port = try readPort(from: serverLog.fileHandleForReading) else {
-            server.terminate()
-            throw RoleError("the server did not start")
-        }
         let clientOutput = Pipe()
         let clientErrors = Pipe()
-        let client = try spawn(
-            executable,
-            ["client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(port)", "--json"]
-                + security[.client]! + clientArguments
-                + job,
-            stdout: clientOutput, stderr: clientErrors)
+        let server: Process
+        let client: Process
+        var keygenSeconds = 0.0
+        var dealerText = ""
+        var earlierClientErrors = ""
+        func runDealer(_ arguments: [String]) throws {
+            let dealer = try spawn(executable, ["dealer"] + arguments + security[.dealer]! + job, stderr: dealerLog)
+            dealerText = String(decoding: dealerLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            dealer.waitUntilExit()
+            keygenSeconds = Date().timeIntervalSince(keygenStart)
+            guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
+        }
+        if streamKeys {
+            // The parties listen for the dealer, which streams their keys as it generates them.
+            server = try spawn(
+                executable, ["server", "--keys-from-dealer", "0", "--port", "0"] + security[.server]! + job,
+                stderr: serverLog)
+            guard let (ports, _) = try readPorts(from: serverLog.fileHandleForReading, count: 2) else {
+                server.terminate()
+                throw RoleError("the server did not start")
+            }
+            client = try spawn(
+                executable,
+                ["client", "--keys-from-dealer", "0", "--connect", "127.0.0.1:\(ports[1])", "--json"]
+                    + security[.client]! + clientArguments + job,
+                stdout: clientOutput, stderr: clientErrors)
+            guard let (clientPorts, text) = try readPorts(from: clientErrors.fileHandleForReading, count: 1) else {
+                server.terminate()
+                throw RoleError("the client did not start")
+            }
+            earlierClientErrors = text
+            try runDealer(
+                ["--stream-to-server", "127.0.0.1:\(ports[0])", "--stream-to-client", "127.0.0.1:\(clientPorts[0])"]
+                    + (inlineProducts ? ["--inline-products"] : []))
+        } else {
+            try runDealer(["--keys", directory])
+            server = try spawn(
+                executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + security[.server]! + job,
+                stderr: serverLog)
+            guard let (ports, _) = try readPorts(from: serverLog.fileHandleForReading, count: 1) else {
+                server.terminate()
+                throw RoleError("the server did not start")
+            }
+            client = try spawn(
+                executable,
+                ["client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(ports[0])", "--json"]
+                    + security[.client]! + clientArguments
+                    + job,
+                stdout: clientOutput, stderr: clientErrors)
+        }
         let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
-        let errors = String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errors =
+            earlierClientErrors
+            + String(decoding: clientErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         client.waitUntilExit()
         server.waitUntilExit()
         let serverText = String(decoding: serverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -149,18 +187,18 @@ enum Run {
         return process
     }
 
-    /// Reads the server's log until it names its port.
-    static func readPort(from handle: FileHandle) throws -> UInt16? {
+    /// Reads a role's log until it has named `count` ports ("… on port N" lines, in order); returns them and the
+    /// text read.
+    static func readPorts(from handle: FileHandle, count: Int) throws -> ([UInt16], String)? {
         var text = ""
         while true {
+            let ports = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().compactMap { line in
+                line.range(of: " on port ").flatMap { UInt16(line[$0.upperBound...]) }
+            }
+            if ports.count >= count { return (Array(ports.prefix(count)), text) }
             let chunk = handle.availableData
             if chunk.isEmpty { return nil }
             text += String(decoding: chunk, as: UTF8.self)
-            if let range = text.range(of: "listening on port "),
-                let end = text[range.upperBound...].firstIndex(of: "\n")
-            {
-                return UInt16(text[range.upperBound..<end])
-            }
         }
     }
 }

@@ -12,7 +12,8 @@ let usage = """
     commands:
       demo                          secure inference of the built-in MLP: dealer, server and client as three
                                     processes over loopback TCP, checked against the cleartext reference
-      run [--input v,…] [--json]    the same, with your input
+      run [--input v,…] [--json]    the same, with your input (every run takes --stream-keys: the dealer streams
+                                    the keys to the parties instead of writing files; --inline-products too)
       run --model DIR --prompt TEXT [--max-new-tokens N] [--bits n] [--json]
                                     generate text with a HuggingFace GPT-2 / GPT-Neo / Llama folder, one secure
                                     inference (fresh keys, three processes) per new token, streamed
@@ -25,20 +26,24 @@ let usage = """
       dealer --keys DIR --credentials FILE [--model DIR --tokens T] [--weight-epoch E]
                                     write DIR/server.key and DIR/client.key for one inference (the server's
                                     weight masks stay the same for a model until the epoch changes)
-      server --keys FILE --credentials FILE [--host ADDR] [--port P] [--timeout S] [--weight-registry F]
-             [--threads T]
+      dealer --stream-to-server HOST:PORT --stream-to-client HOST:PORT --credentials FILE [--inline-products] …
+                                    stream the keys to the parties as they are generated, no files (with
+                                    --inline-products, no preprocessing stream: for keys larger than memory)
+      server (--keys FILE | --keys-from-dealer PORT [--key-window BYTES]) --credentials FILE [--host ADDR]
+             [--port P] [--timeout S] [--weight-registry F] [--threads T]
                                     serve one inference (P0, holds the weights); prints only statistics;
                                     one set of weights per weight-mask seed (F, default CREDENTIALS.weights)
-      client --keys FILE --credentials FILE --connect HOST:PORT [--input v,…] [--json] [--timeout S]
-             [--weights-cache DIR] [--threads T]
+      client (--keys FILE | --keys-from-dealer PORT [--key-window BYTES]) --credentials FILE
+             --connect HOST:PORT [--input v,…] [--json] [--timeout S] [--weights-cache DIR] [--threads T]
                                     run one inference (P1, holds the input) and print the output; the
                                     server's masked weights come once per model and are kept in DIR
+                                    (streamed keys: at most BYTES held ahead, default a third of memory)
                                     (TLS 1.3 between the parties and MAC-checked key files; the three roles
                                     take --insecure-transport instead of --credentials to run without them;
                                     demo, run and bench model make a fresh deployment's credentials themselves)
       bench fss [--json] [--keys N] [--threads T]
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
-      bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--json] [--report DIR]
+      bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--stream-keys] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json] [--only GeLU,softmax,…] [--reference-widths]
@@ -66,7 +71,7 @@ do {
     switch arguments.first {
     case "demo", "run":
         let options = Options(
-            arguments.dropFirst(), flags: ["--json", "--insecure-transport"],
+            arguments.dropFirst(), flags: ["--json", "--insecure-transport", "--stream-keys", "--inline-products"],
             values: [
                 "--input", "--model", "--prompt", "--max-new-tokens", "--bits", "--truncation", "--blocks", "--text",
                 "--activation-bits", "--softmax-bits",
@@ -99,10 +104,11 @@ do {
     case "dealer":
         try Roles.dealer(
             Options(
-                arguments.dropFirst(), flags: ["--insecure-transport"],
+                arguments.dropFirst(), flags: ["--insecure-transport", "--inline-products"],
                 values: [
                     "--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials",
-                    "--weight-epoch", "--activation-bits", "--softmax-bits",
+                    "--weight-epoch", "--activation-bits", "--softmax-bits", "--stream-to-server", "--stream-to-client",
+                    "--timeout",
                 ]))
     case "server":
         try Roles.server(
@@ -111,7 +117,7 @@ do {
                 values: [
                     "--keys", "--host", "--port", "--timeout", "--model", "--tokens", "--bits", "--truncation",
                     "--blocks", "--credentials", "--weight-registry", "--threads", "--activation-bits",
-                    "--softmax-bits",
+                    "--softmax-bits", "--keys-from-dealer", "--key-window",
                 ]))
     case "client":
         try Roles.client(
@@ -120,12 +126,12 @@ do {
                 values: [
                     "--keys", "--connect", "--input", "--timeout", "--model", "--tokens", "--ids", "--bits",
                     "--truncation", "--blocks", "--credentials", "--weights-cache", "--threads", "--activation-bits",
-                    "--softmax-bits",
+                    "--softmax-bits", "--keys-from-dealer", "--key-window", "--host",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "model":
         try ModelBench.run(
             Options(
-                arguments[2...], flags: ["--json", "--insecure-transport"],
+                arguments[2...], flags: ["--json", "--insecure-transport", "--stream-keys", "--inline-products"],
                 values: [
                     "--model", "--seq", "--bits", "--truncation", "--blocks", "--report", "--activation-bits",
                     "--softmax-bits",

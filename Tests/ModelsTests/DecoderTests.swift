@@ -182,13 +182,14 @@ final class ProductRecorder: Evaluator {
 
 @Suite("Secure text generation", .serialized)
 struct GenerationTests {
-    @Test("sigma run --model: three processes per token generate the cleartext fixed-point greedy tokens")
-    func generation() throws {
+    @Test(
+        "sigma run --model: three processes per token generate the cleartext fixed-point greedy tokens (key files, keys streamed by the dealer, streamed without preprocessing)",
+        arguments: [[], ["--stream-keys"], ["--stream-keys", "--inline-products"]])
+    func generation(keys: [String]) throws {
         let folder = modelFolder("gpt2-tiny")
         let prompt = "$ gcloud alpha"
-        let (status, output, errors) = try sigma([
-            "run", "--model", folder, "--prompt", prompt, "--max-new-tokens", "2", "--json",
-        ])
+        let (status, output, errors) = try sigma(
+            ["run", "--model", folder, "--prompt", prompt, "--max-new-tokens", "2", "--json"] + keys)
         #expect(status == 0, "\(errors)")
         let report = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
         let tokens = report?["tokens"] as? [Int] ?? []
