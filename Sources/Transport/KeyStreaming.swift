@@ -245,15 +245,18 @@ public final class ReceivedKeyStream: KeyStreamVerifier, @unchecked Sendable {  
         throw .exhausted(needed: end - received, available: 0)
     }
 
-    /// The pages before the current gate go back to the system (the gate's own bytes, and views into them, stay).
+    /// While the stream is still arriving, the pages before the current gate go back to the system (the gate's own
+    /// bytes, and views into them, stay). Once it is complete nothing more arrives, and freeing gigabytes page by
+    /// page on the protocol thread would only slow the gates down.
     public func gateStarted(at offset: Int) {
         let page = 1 << 20
         let releasable = offset / page * page
-        condition.withLock {
+        let complete = condition.withLock {
             gateStart = offset
             condition.broadcast()
+            return ended
         }
-        if releasable > released {
+        if !complete && releasable > released {
             madvise(base + released, releasable - released, MADV_DONTNEED)
             released = releasable
         }
