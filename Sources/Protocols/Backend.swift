@@ -147,26 +147,34 @@ public final class Dealer {
     func randomWords(_ count: Int, bits: Int) -> [UInt64] { random.values(count, bits: bits) }
     func randomBits(_ count: Int) -> [UInt8] { random.values(count, bits: 1).map { UInt8($0) } }
 
-    /// Writes additive shares of `values` mod 2^bits: a uniform share to P0, the difference to P1.
+    /// Writes additive shares of `values` mod 2^bits: a uniform share to one party (the one the gate is seeded
+    /// for, which expands it from its seed; else P0), the difference to the other.
     func share(
         _ values: [UInt64], bits: Int, to writers: (p0: KeyStreamWriter, p1: KeyStreamWriter)? = nil
     ) throws {
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
-        let first = random.values(values.count, bits: bits)
-        try (writers?.p0 ?? p0).words(first, bits: bits)
-        try (writers?.p1 ?? p1).words(zip(values, first).map { ($0 &- $1) & mask }, bits: bits)
+        let (a, b) = writers ?? (p0, p1)
+        let (uniform, other) = b.isSeeded ? (b, a) : (a, b)
+        let first = try uniform.uniformWords(values.count, bits: bits, random: &random)
+        try other.words(zip(values, first).map { ($0 &- $1) & mask }, bits: bits)
     }
 
-    /// Writes XOR shares of bits.
+    /// Writes XOR shares of bits, the uniform one as `share` does.
     func shareBits(_ values: [UInt8]) throws {
-        let first = randomBits(values.count)
-        try p0.bits(first)
-        try p1.bits(zip(values, first).map { $0 ^ $1 })
+        let (uniform, other) = p1.isSeeded ? (p1, p0) : (p0, p1)
+        let first = try uniform.uniformBits(values.count, random: &random)
+        try other.bits(zip(values, first).map { $0 ^ $1 })
     }
 
-    func beginGate(_ tag: GateTag, count: Int) throws {
-        try p0.beginGate(tag, count: count)
-        try p1.beginGate(tag, count: count)
+    /// Starts a gate in both streams, seeded (`KeyStreamWriter`) for the party with more key bytes so far unless
+    /// the gate writes that party values that are not uniform (`seeding: false`).
+    func beginGate(
+        _ tag: GateTag, count: Int, seeding: Bool = true, on writers: (p0: KeyStreamWriter, p1: KeyStreamWriter)? = nil
+    ) throws {
+        let (a, b) = writers ?? (p0, p1)
+        let seeded: Party? = seeding ? (a.bytesWritten >= b.bytesWritten ? .p0 : .p1) : nil
+        try a.beginGate(tag, count: count, seed: seeded == .p0 ? random.seed() : nil)
+        try b.beginGate(tag, count: count, seed: seeded == .p1 ? random.seed() : nil)
     }
 }
 

@@ -31,8 +31,7 @@ extension Dealer {
     func privateInput(owner: Party, tag: GateTag, shape: [Int], ring: Ring) throws -> RingTensor {
         let count = shape.reduce(1, *)
         try beginGate(tag, count: count)
-        let mask = randomWords(count, ring: ring)
-        try writer(owner).words(mask, bits: ring.bitwidth)
+        let mask = try writer(owner).uniformWords(count, bits: ring.bitwidth, random: &random)
         return RingTensor(ring: ring, shape: shape, values: mask)
     }
 
@@ -48,7 +47,7 @@ extension Dealer {
     public func addConstant(_ x: RingTensor, _ c: [UInt64]) -> RingTensor { x }
 
     public func revealToClient(_ x: RingTensor) throws -> [UInt64]? {
-        try beginGate(revealTag, count: x.count)
+        try beginGate(revealTag, count: x.count, seeding: false)  // the client gets the output's masks themselves
         try p1.words(x.values, bits: x.ring.bitwidth)
         return nil
     }

@@ -39,9 +39,16 @@ public final class MemoryKeySink: KeySink {
 ///
 /// Every gate starts with a 12-byte marker (a 4-byte gate tag and the element count), so that a party whose
 /// computation differs from the dealer's stops with a clear error instead of computing garbage.
+///
+/// A gate may be *seeded* for this party (the top bit of the marker's last byte, then a 16-byte seed): every
+/// uniformly random value the party gets in that gate — its share of each additively shared value, its input
+/// masks — is then expanded from the seed instead of written (`uniformWords`, `uniformBits`). That is the issue's
+/// "a party's share of dealer randomness derived from a short seed"; the dealer seeds each gate for the party with
+/// more key bytes so far, so both parties' keys shrink alike.
 public final class KeyStreamWriter {
     let sink: KeySink
     public private(set) var bytesWritten = 0
+    private var gateRandom: GateRandom?
 
     public init(sink: KeySink) { self.sink = sink }
 
@@ -50,24 +57,59 @@ public final class KeyStreamWriter {
         bytesWritten += bytes.count
     }
 
-    /// Marks the start of a gate's keys.
-    public func beginGate(_ tag: GateTag, count: Int) throws {
+    /// Marks the start of a gate's keys; with `seed`, the gate is seeded for this party.
+    public func beginGate(_ tag: GateTag, count: Int, seed: [UInt8]? = nil) throws {
+        precondition(count < 1 << 56 && (seed?.count ?? 16) == 16)
         var bytes = tag.bytes
         bytes += (0..<8).map { UInt8(truncatingIfNeeded: UInt64(count) >> UInt64(8 * $0)) }
+        gateRandom = seed.map(GateRandom.init)
+        if let seed {
+            bytes[11] |= GateTag.seededFlag
+            bytes += seed
+        }
         try emit(bytes)
     }
 
-    /// Ring words, packed to `bits` bits each.
-    public func words(_ values: [UInt64], bits: Int) throws { try emit(BitPacking.pack(values, bits: bits)) }
+    /// Whether the current gate's uniform values for this party come from its seed.
+    var isSeeded: Bool { gateRandom != nil }
 
-    /// Bits, packed eight to a byte.
-    public func bits(_ values: [UInt8]) throws { try emit(BitPacking.pack(values.map { UInt64($0) }, bits: 1)) }
+    /// Ring words, packed to `bits` bits each. Not in a seeded gate: there, uniform values are `uniformWords`.
+    public func words(_ values: [UInt64], bits: Int) throws {
+        precondition(gateRandom == nil, "a seeded gate's words are uniformWords")
+        try emit(BitPacking.pack(values, bits: bits))
+    }
+
+    /// Bits, packed eight to a byte (not in a seeded gate).
+    public func bits(_ values: [UInt8]) throws {
+        precondition(gateRandom == nil, "a seeded gate's bits are uniformBits")
+        try emit(BitPacking.pack(values.map { UInt64($0) }, bits: 1))
+    }
+
+    /// `count` uniform values below 2^`bits` for this party: expanded from the gate's seed (nothing is written), or
+    /// drawn from `random` and written.
+    func uniformWords(_ count: Int, bits: Int, random: inout SecureRandom) throws -> [UInt64] {
+        if let gateRandom { return gateRandom.random.values(count, bits: bits) }
+        let values = random.values(count, bits: bits)
+        try emit(BitPacking.pack(values, bits: bits))
+        return values
+    }
+
+    /// `count` uniform bits for this party, as `uniformWords`.
+    func uniformBits(_ count: Int, random: inout SecureRandom) throws -> [UInt8] {
+        try uniformWords(count, bits: 1, random: &random).map { UInt8($0) }
+    }
 
     /// A batch of DPF keys in their encoding.
     public func dpf(_ keys: DPFKeys) throws { try emit(keys.encoded) }
 
     /// A seed for `SecureRandom(expanding:)`.
     public func seed(_ seed: [UInt8]) throws { try emit(seed) }
+}
+
+/// A seeded gate's source of one party's uniform values (a class: `SecureRandom` is not copyable).
+final class GateRandom {
+    var random: SecureRandom
+    init(_ seed: [UInt8]) { random = SecureRandom(expanding: seed) }
 }
 
 /// A four-character gate tag.
@@ -79,6 +121,8 @@ public struct GateTag: Equatable, Sendable, CustomStringConvertible {
     }
     init(bytes: [UInt8]) { self.bytes = bytes }
     public var description: String { String(decoding: bytes, as: UTF8.self) }
+    /// In a gate marker's last byte: the gate is seeded for the party reading it.
+    static let seededFlag: UInt8 = 0x80
 }
 
 /// Owns a copy of some bytes for views into it.
@@ -112,6 +156,8 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
     private let verifier: KeyStreamVerifier?
     private var verifiedEnd: Int
     public private(set) var offset = 0
+    /// The current gate's seed-expanded uniform values, when the gate is seeded for this party.
+    private var gateRandom: GateRandom?
 
     /// Reads `bytes`, which `owner` keeps alive; `verifier`, if given, approves every byte before it is used.
     public init(bytes: UnsafeRawBufferPointer, owner: AnyObject & Sendable, verifier: KeyStreamVerifier? = nil) {
@@ -145,13 +191,17 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
         verifier?.gateStarted(at: offset)
         let marker = try take(12)
         let foundTag = GateTag(bytes: Array(marker[0..<4]))
-        let foundCount = (0..<8).reduce(UInt64(0)) { $0 | UInt64(marker[4 + $1]) << UInt64(8 * $1) }
+        let seeded = marker[11] & GateTag.seededFlag != 0
+        let foundCount =
+            (0..<8).reduce(UInt64(0)) { $0 | UInt64(marker[4 + $1]) << UInt64(8 * $1) } & ((1 << 63) - 1)
         guard foundTag == tag, foundCount == UInt64(count) else {
             throw .outOfStep(expected: "\(tag) of \(count)", found: "\(foundTag) of \(foundCount)")
         }
+        gateRandom = seeded ? GateRandom(Array(try take(16))) : nil
     }
 
     public func words(_ count: Int, bits: Int) throws(KeyStreamError) -> [UInt64] {
+        if let gateRandom { return gateRandom.random.values(count, bits: bits) }
         let bytes = try take(BitPacking.byteCount(count: count, bits: bits))
         guard let values = BitPacking.unpack(bytes, count: count, bits: bits) else {
             throw .exhausted(needed: count, available: 0)
@@ -162,6 +212,13 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
     /// For each element i, the candidate choices[i] of `candidates` values written element-major by
     /// `KeyStreamWriter.words`: only the chosen values are unpacked.
     public func chosenWords(candidates: Int, bits: Int, choices: [UInt8]) throws(KeyStreamError) -> [UInt64] {
+        if let gateRandom {
+            let all = gateRandom.random.values(choices.count * candidates, bits: bits)
+            return choices.enumerated().map { i, choice in
+                precondition(Int(choice) < candidates, "a choice past the \(candidates) candidates")
+                return all[i * candidates + Int(choice)]
+            }
+        }
         let bytes = try take(BitPacking.byteCount(count: choices.count * candidates, bits: bits))
         guard let values = BitPacking.select(bytes, candidates: candidates, bits: bits, choices: choices) else {
             preconditionFailure("a choice past the \(candidates) candidates")

@@ -108,11 +108,9 @@ extension Dealer {
         let ring = x.ring
         // With a preprocessing stream the shares of R_X and C go there (the online keys keep the gate's tag), and
         // the parties fold them with Ŵ before the online phase.
-        try beginGate(preprocessing == nil ? serverMatmulTag : preparedMatmulTag, count: m * n)
-        if let preprocessing {
-            try preprocessing.p0.beginGate(preparedMatmulTag, count: m * n)
-            try preprocessing.p1.beginGate(preparedMatmulTag, count: m * n)
-        }
+        try beginGate(
+            preprocessing == nil ? serverMatmulTag : preparedMatmulTag, count: m * n, seeding: preprocessing == nil)
+        if let preprocessing { try beginGate(preparedMatmulTag, count: m * n, on: preprocessing) }
         let outputMask = randomWords(m * n, ring: ring)
         try share(x.values, bits: ring.bitwidth, to: preprocessing)
         let product = w.product(x.values, w.shared, m: m, k: k, n: n)

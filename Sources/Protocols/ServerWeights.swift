@@ -99,7 +99,7 @@ extension Dealer {
     public func beginWeightMasks(seed: [UInt8]) throws {
         precondition(seed.count == 16, "weight-mask seeds are 16 bytes")
         precondition(weightMasks == nil, "the weight masks have begun")
-        try beginGate(weightSeedTag, count: 1)
+        try beginGate(weightSeedTag, count: 1, seeding: false)  // no shares: the masks come from the seed
         try p0.seed(seed)
         weightMasks = WeightMasks(seed: seed)
     }
@@ -107,7 +107,7 @@ extension Dealer {
     public func maskServerWeights(_ weights: [UInt64]?, count: Int, ring: Ring) throws -> MaskedServerWeights {
         if weightMasks == nil { try beginWeightMasks(seed: random.seed()) }
         guard var masks = weightMasks else { preconditionFailure("begun above") }
-        try beginGate(maskWeightsTag, count: count)
+        try beginGate(maskWeightsTag, count: count, seeding: false)
         let index = masks.take()
         weightMasks = masks
         return MaskedServerWeights(shared: masks.mask(index, count: count, ring: ring), own: nil)

@@ -304,4 +304,27 @@ struct ServerWeightTests {
         #expect(stream0.values(100_000, bits: 50) == first.shared)
         #expect(stream1.values(50_000, bits: 50) == second.shared)
     }
+
+    @Test("a seeded gate writes its party only the DPF keys and a seed; gates alternate to the party with more bytes")
+    func seededGates() throws {
+        let ring = Ring(bitwidth: 50)
+        let count = 1000
+        let (sink0, sink1) = (MemoryKeySink(), MemoryKeySink())
+        let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 6))
+        let x = RingTensor(ring: ring, shape: [count], values: [UInt64](repeating: 0, count: count))
+        _ = try dealer.gapARS(x, by: 12)
+        // GapARS: a 12-bit comparison key, the carry's mask bit shares, two candidates and the wrap term (n bits).
+        let dpf = DPFKeys.encodedSize(inputBits: 12, count: count)
+        let shares = (count + 7) / 8 + (2 * count * 50 + 7) / 8 + (count * 50 + 7) / 8
+        #expect(sink0.bytes.count == 12 + 16 + dpf, "the server's gate is seeded: its shares come from the seed")
+        #expect(sink1.bytes.count == 12 + dpf + shares)
+        _ = try dealer.gapARS(x, by: 12)
+        #expect(sink1.bytes.count == 2 * (12 + dpf) + shares + 16, "then the client's, which had more")
+        #expect(sink0.bytes.count == 2 * (12 + dpf) + shares + 16)
+        // Both parties still compute the right thing (every protocol test runs seeded gates too).
+        let runs = try runEverywhere { b in
+            try b.gapARS(try b.inputFromClient([ring.word(-5000), 77_777], shape: [2], ring: ring), by: 12)
+        }
+        #expect(runs.secure == [ring.word(-2), 18])
+    }
 }
