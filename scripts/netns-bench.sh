@@ -65,7 +65,9 @@ for profile in $profiles; do
     done
     for model in $models; do
         ids=$(seq 1 "$seq" | paste -sd, -)
-        job=(--model "$model" --tokens "$seq")
+        # The widths the model's range certificate proves for its activation and softmax inputs (public).
+        read -r -a widths <<<"$("$sigma" check-ranges --model "$model" | grep -oE -- '--(activation|softmax)-bits [0-9]+' | tr '\n' ' ')"
+        job=(--model "$model" --tokens "$seq" "${widths[@]}")
         keys=$work/keys-$model-$profile
         echo "== $model, $profile ($rate, $(printf '%g' "$(echo "$one_way_ms * 2" | bc)") ms round trip): keys" >&2
         "$sigma" dealer --keys "$keys" --credentials "$work/credentials/dealer.cred" "${job[@]}" 2>"$work/dealer.log"
