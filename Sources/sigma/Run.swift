@@ -105,20 +105,24 @@ enum Run {
             keygenSeconds = Date().timeIntervalSince(keygenStart)
             guard dealer.terminationStatus == 0 else { throw RoleError("the dealer failed: \(dealerText)") }
         }
+        // With streamed keys the parties listen for the dealer, which streams their keys as it generates them;
+        // otherwise the dealer writes key files first.
+        if !streamKeys { try runDealer(["--keys", directory]) }
+        let keys = { (role: String) in
+            streamKeys ? ["--keys-from-dealer", "0"] : ["--keys", directory + "/\(role).key"]
+        }
+        server = try spawn(
+            executable, ["server"] + keys("server") + ["--port", "0"] + security[.server]! + job, stderr: serverLog)
+        guard let (ports, _) = try readPorts(from: serverLog.fileHandleForReading, count: streamKeys ? 2 : 1) else {
+            server.terminate()
+            throw RoleError("the server did not start")
+        }
+        client = try spawn(
+            executable,
+            ["client"] + keys("client") + ["--connect", "127.0.0.1:\(ports[ports.count - 1])", "--json"]
+                + security[.client]! + clientArguments + job,
+            stdout: clientOutput, stderr: clientErrors)
         if streamKeys {
-            // The parties listen for the dealer, which streams their keys as it generates them.
-            server = try spawn(
-                executable, ["server", "--keys-from-dealer", "0", "--port", "0"] + security[.server]! + job,
-                stderr: serverLog)
-            guard let (ports, _) = try readPorts(from: serverLog.fileHandleForReading, count: 2) else {
-                server.terminate()
-                throw RoleError("the server did not start")
-            }
-            client = try spawn(
-                executable,
-                ["client", "--keys-from-dealer", "0", "--connect", "127.0.0.1:\(ports[1])", "--json"]
-                    + security[.client]! + clientArguments + job,
-                stdout: clientOutput, stderr: clientErrors)
             guard let (clientPorts, text) = try readPorts(from: clientErrors.fileHandleForReading, count: 1) else {
                 server.terminate()
                 throw RoleError("the client did not start")
@@ -127,21 +131,6 @@ enum Run {
             try runDealer(
                 ["--stream-to-server", "127.0.0.1:\(ports[0])", "--stream-to-client", "127.0.0.1:\(clientPorts[0])"]
                     + (inlineProducts ? ["--inline-products"] : []))
-        } else {
-            try runDealer(["--keys", directory])
-            server = try spawn(
-                executable, ["server", "--keys", directory + "/server.key", "--port", "0"] + security[.server]! + job,
-                stderr: serverLog)
-            guard let (ports, _) = try readPorts(from: serverLog.fileHandleForReading, count: 1) else {
-                server.terminate()
-                throw RoleError("the server did not start")
-            }
-            client = try spawn(
-                executable,
-                ["client", "--keys", directory + "/client.key", "--connect", "127.0.0.1:\(ports[0])", "--json"]
-                    + security[.client]! + clientArguments
-                    + job,
-                stdout: clientOutput, stderr: clientErrors)
         }
         let result = clientOutput.fileHandleForReading.readDataToEndOfFile()
         let errors =
