@@ -371,7 +371,7 @@ public final class KeyFile: @unchecked Sendable {  // the mapping is immutable o
         madvise(base, size, MADV_SEQUENTIAL)
         verifier = SectionVerifier(
             mapping: UnsafeRawBufferPointer(start: base, count: size), payloadLength: payloadLength,
-            sectionSize: sectionSize, mac: mac)
+            sectionSize: sectionSize, mac: mac, file: dup(fd))
         if markConsumed {
             var consumed = KeyFileLayout.State.consumed.rawValue
             guard pwrite(fd, &consumed, 1, off_t(KeyFileLayout.stateOffset)) == 1, fsync(fd) == 0 else {
@@ -406,7 +406,11 @@ final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutabl
     private var failedSection: Int?
     private var cancelled = false
 
-    init(mapping: UnsafeRawBufferPointer, payloadLength: Int, sectionSize: Int, mac: KeyFileMAC) {
+    /// The file, to drop consumed sections from the page cache (-1: none).
+    private let file: Int32
+
+    init(mapping: UnsafeRawBufferPointer, payloadLength: Int, sectionSize: Int, mac: KeyFileMAC, file: Int32 = -1) {
+        self.file = file
         self.mapping = mapping
         payload = UnsafeRawBufferPointer(
             rebasing: mapping[KeyFileLayout.payloadOffset..<(KeyFileLayout.payloadOffset + payloadLength)])
@@ -415,7 +419,10 @@ final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutabl
         self.mac = mac
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count) }
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count)
+        if file >= 0 { close(file) }
+    }
 
     func start() {
         let thread = Thread { [self] in run() }
@@ -462,6 +469,13 @@ final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutabl
                 let start = released * sectionSize
                 let end = (readerSection - 2) * sectionSize
                 madvise(UnsafeMutableRawPointer(mutating: payload.baseAddress! + start), end - start, MADV_DONTNEED)
+                // And out of the page cache: keys are single-use, and when both parties' files exceed memory the
+                // kernel would otherwise evict the sections still to come (written last, so older in its LRU
+                // than the ones just read) and read every byte from disk.
+                if file >= 0 {
+                    _ = posix_fadvise(
+                        file, off_t(KeyFileLayout.payloadOffset + start), off_t(end - start), POSIX_FADV_DONTNEED)
+                }
                 released = readerSection - 2
             }
             let start = section * sectionSize
