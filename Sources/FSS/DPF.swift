@@ -210,6 +210,15 @@ public struct DPFKeys: Sendable {
         self.roots = roots
     }
 
+    /// A view of the encoding and the expanded root seeds, for the duration of `body`.
+    func withView<T>(_ body: (DPFKeyView) -> T) -> T {
+        storage.withUnsafeBytes { bytes in
+            roots.withUnsafeBytes { roots in
+                body(DPFKeyView(bytes: bytes, party: party, layout: layout, roots: roots.baseAddress))
+            }
+        }
+    }
+
     /// The root seeds of a batch whose encoding (header and size already checked) is `bytes`.
     static func roots(of bytes: UnsafeRawBufferPointer, layout: DPFLayout, party: Party) -> [Block] {
         guard !layout.usesTruthTable else { return [] }

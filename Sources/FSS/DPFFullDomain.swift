@@ -83,15 +83,6 @@ extension DPFKeys {
 
     /// Leaf blocks expanded together per chunk (256 KiB).
     static let fullDomainChunkBlocks = 1 << 14
-
-    /// A view of the encoding and the expanded root seeds, for the duration of `body`.
-    func withView<T>(_ body: (DPFKeyView) -> T) -> T {
-        storage.withUnsafeBytes { bytes in
-            roots.withUnsafeBytes { roots in
-                body(DPFKeyView(bytes: bytes, party: party, layout: layout, roots: roots.baseAddress))
-            }
-        }
-    }
 }
 
 extension DPFKeyView {

@@ -67,8 +67,8 @@ public struct ActivationTable: Sendable, Equatable {
 
     /// The bits m of x the protocol reads: x and x ± S must be m-bit signed values. After a truncation of a product
     /// (|x| < 2^{n−f}), m = n − f + 1 as in the reference; when a range certificate proves |x| < 2^b (in units of
-    /// 2^−f), m = max(b, c + f − 6) + 2 if that is smaller: the comparison key then has m − 1 levels instead of
-    /// n − f (for GPT-2's random weights 17 instead of 38), the one departure from the reference's width.
+    /// 2^−f), m = max(b, c + f − 6) + 2 if that is smaller: the comparison then runs on m − 1 bits instead of
+    /// n − f (for GPT-2's random weights, b = 17: 18 bits instead of 38), the one departure from the reference's width.
     public func inputBits(ring: Ring, magnitudeBits b: Int?) -> Int {
         let afterTruncation = ring.bitwidth - ring.scale + 1
         guard let b else { return afterTruncation }

@@ -155,11 +155,12 @@ struct KeyFileMAC {
 }
 
 /// The dealer's writer of one party's key file: a `KeySink` that streams to disk with large writes, computing each
-/// section's MAC on the way. The writes themselves run on a thread of their own (`FileFlusher`): copying gigabytes
+/// section's MAC on the way. The writes themselves run on a thread of their own (`OrderedWorker`): copying gigabytes
 /// into the page cache costs about as much kernel time as generating the keys costs the dealer, so the two overlap.
 public final class KeyFileWriter: KeySink {
     private let fd: Int32
-    private let flusher: FileFlusher
+    /// Writes (bytes, file offset) in order on its own thread.
+    private let writer: OrderedWorker<(bytes: [UInt8], offset: Int)>
     private var header: KeyFileHeader
     private let mac: KeyFileMAC
     private let sectionSize: Int
@@ -186,13 +187,16 @@ public final class KeyFileWriter: KeySink {
         section = mac.begin(nonce: 0)
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw KeyFileError.cannotOpen(path: path, errno: errno) }
-        flusher = FileFlusher(fd: fd)
+        let descriptor = fd
+        writer = OrderedWorker(name: "sigma-key-writer") { item in
+            try Self.writeAll(descriptor, item.bytes, at: item.offset)
+        }
         try writeHeader(state: .beingWritten)
         buffer.reserveCapacity(Self.flushSize)
     }
 
     deinit {
-        flusher.stop()
+        writer.stop()
         _ = section.finish()  // frees the C state
         close(fd)
     }
@@ -205,7 +209,7 @@ public final class KeyFileWriter: KeySink {
             // A large piece (a DPF batch) goes to the disk thread as it is, without a copy into the buffer.
             try flush()
             payloadLength += bytes.count
-            try flusher.write(bytes, at: KeyFileLayout.payloadOffset + payloadLength - bytes.count)
+            try writer.submit((bytes, KeyFileLayout.payloadOffset + payloadLength - bytes.count))
             return
         }
         buffer += bytes
@@ -234,7 +238,7 @@ public final class KeyFileWriter: KeySink {
             section = mac.begin(nonce: UInt64(tags.count / KeyFileLayout.tagSize))
         }
         try flush()
-        try flusher.drain()
+        try writer.drain()
         try writeAll(tags, at: KeyFileLayout.payloadOffset + payloadLength)
         try writeHeader(state: .complete)
         guard fsync(fd) == 0 else { throw KeyFileError.ioFailed(call: "fsync", errno: errno) }
@@ -243,7 +247,7 @@ public final class KeyFileWriter: KeySink {
     /// Hands the buffer (the last `buffer.count` bytes of the payload) to the disk thread.
     private func flush() throws {
         guard !buffer.isEmpty else { return }
-        try flusher.write(buffer, at: KeyFileLayout.payloadOffset + payloadLength - buffer.count)
+        try writer.submit((buffer, KeyFileLayout.payloadOffset + payloadLength - buffer.count))
         buffer = []
         buffer.reserveCapacity(Self.flushSize)
     }
@@ -268,20 +272,7 @@ public final class KeyFileWriter: KeySink {
         try writeAll(bytes, at: 0)
     }
 
-    private func writeAll(_ bytes: [UInt8], at offset: Int) throws { try FileFlusher.writeAll(fd, bytes, at: offset) }
-}
-
-/// Writes buffers to a file, in order, on a thread of its own (`OrderedWorker`).
-final class FileFlusher: @unchecked Sendable {  // immutable; the worker serialises the writes
-    private let worker: OrderedWorker<(bytes: [UInt8], offset: Int)>
-
-    init(fd: Int32) {
-        worker = OrderedWorker(name: "sigma-key-writer") { item in try Self.writeAll(fd, item.bytes, at: item.offset) }
-    }
-
-    func write(_ bytes: [UInt8], at offset: Int) throws { try worker.submit((bytes, offset)) }
-    func drain() throws { try worker.drain() }
-    func stop() { worker.stop() }
+    private func writeAll(_ bytes: [UInt8], at offset: Int) throws { try Self.writeAll(fd, bytes, at: offset) }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(KeyFileError) {
         var done = 0

@@ -206,9 +206,8 @@ extension Job {
     static func certifiedArguments(_ options: Options) throws -> [String] {
         let (certificate, ring) = try Job(options).certificate()
         let gap = certificate.allowsGap(bitwidth: ring.bitwidth)
-        let proven = InputWidths(certificate)
-        let activation = options.string("--activation-bits") ?? String(proven.activation!)
-        let softmax = options.string("--softmax-bits") ?? String(proven.softmax!)
+        let activation = options.string("--activation-bits") ?? String(certificate.activationMagnitudeBits)
+        let softmax = options.string("--softmax-bits") ?? String(certificate.softmaxMagnitudeBits)
         printError(
             "truncation after products: \(gap ? "GapARS" : "faithful ARS") (range certificate: products ≤ "
                 + "\(String(format: "%.3g", certificate.largestProduct)), GapARS exact from \(certificate.minimumBitwidth) "
