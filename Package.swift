@@ -7,7 +7,8 @@
 //   FSS            DPF with early termination, DPF comparison, full-domain evaluation, DCF, key encoding, randomness
 //   Ring           fixed-point rings Z_2^n, tensors, bit-packing to a value's width, ring matrix products
 //   Protocols      masked wires and gates (keygen beside evaluation), key streams, the Channel interface
-//   CSigmaCrypto   C: thin shims over OpenSSL: TLS 1.3 with a pre-shared key, GMAC (own GHASH) and HMAC for key files
+//   CSigmaCrypto   C: thin shims over OpenSSL: TLS 1.3 with a pre-shared key, GMAC (own GHASH) and HMAC for key files;
+//                  and sync_file_range, which Swift's Glibc module does not export
 //   Transport      TCP channels (TLS 1.3 or plain, POSIX sockets on dedicated threads), key files, credentials
 //   Models         model graphs written once against an Evaluator (float, fixed point, dealer, party)
 //   SigmaFuzzTargets  every parser of outside bytes as a fuzz entry point (FuzzTesting/ builds them for libFuzzer)

@@ -86,6 +86,8 @@ enum KeyFileLayout {
     /// How far the verifier may run ahead of the reader: it faults pages in ahead of use (reading overlaps
     /// compute) without pulling in more than this much of a file larger than memory.
     static let verifyAheadSections = 8
+    /// How many sections past the one being verified have their pages requested from the disk.
+    static let requestAheadSections = 2
 
     enum State: UInt8 {
         case beingWritten = 0
@@ -172,12 +174,19 @@ public final class KeyFileWriter: KeySink {
 
     /// Creates (or replaces) `path` with owner-only permissions. `secret` is the deployment's dealer–party key
     /// (`Credentials.keyFileSecret`); nil only for `--insecure-transport` deployments.
-    public convenience init(path: String, header: KeyFileHeader, secret: [UInt8]?) throws {
-        try self.init(path: path, header: header, secret: secret, sectionSize: KeyFileLayout.defaultSectionSize)
+    /// `cachePlan` chooses which written pages stay in the page cache (nil: the kernel's choice).
+    public convenience init(
+        path: String, header: KeyFileHeader, secret: [UInt8]?, cachePlan: KeyCachePlan? = nil
+    ) throws {
+        try self.init(
+            path: path, header: header, secret: secret, sectionSize: KeyFileLayout.defaultSectionSize,
+            cachePlan: cachePlan)
     }
 
     /// With a chosen section size: lets tests cover many sections with a small file.
-    init(path: String, header: KeyFileHeader, secret: [UInt8]?, sectionSize: Int) throws {
+    init(
+        path: String, header: KeyFileHeader, secret: [UInt8]?, sectionSize: Int, cachePlan: KeyCachePlan? = nil
+    ) throws {
         precondition(sectionSize > 0 && sectionSize <= Int(UInt32.max))
         self.path = path
         self.header = header
@@ -188,8 +197,10 @@ public final class KeyFileWriter: KeySink {
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw KeyFileError.cannotOpen(path: path, errno: errno) }
         let descriptor = fd
+        let planned = cachePlan?.register(fd)
         writer = OrderedWorker(name: "sigma-key-writer") { item in
             try Self.writeAll(descriptor, item.bytes, at: item.offset)
+            if let cachePlan, let planned { cachePlan.wrote(planned, offset: item.offset, length: item.bytes.count) }
         }
         try writeHeader(state: .beingWritten)
         buffer.reserveCapacity(Self.flushSize)
@@ -463,13 +474,25 @@ final class SectionVerifier: KeyStreamVerifier, @unchecked Sendable {  // mutabl
                 // And out of the page cache: keys are single-use, and when both parties' files exceed memory the
                 // kernel would otherwise evict the sections still to come (written last, so older in its LRU
                 // than the ones just read) and read every byte from disk.
+                // The range is widened to whole 2 MiB pieces of the file (the largest folio, aligned to its size):
+                // a folio that straddles the range's edge would otherwise stay.
                 if file >= 0 {
-                    _ = posix_fadvise(
-                        file, off_t(KeyFileLayout.payloadOffset + start), off_t(end - start), POSIX_FADV_DONTNEED)
+                    let folio = 2 << 20
+                    let from = (KeyFileLayout.payloadOffset + start) / folio * folio
+                    let to = (KeyFileLayout.payloadOffset + end) / folio * folio
+                    _ = posix_fadvise(file, off_t(from), off_t(to - from), POSIX_FADV_DONTNEED)
                 }
                 released = readerSection - 2
             }
             let start = section * sectionSize
+            // The next sections' missing pages are requested now, all at once: faulting them in one by one waits
+            // on the disk for each readahead window, which halves its throughput when only some chunks of the
+            // file are cached (`KeyCachePlan`).
+            let ahead = min(payload.count, start + (1 + KeyFileLayout.requestAheadSections) * sectionSize)
+            if ahead > start + sectionSize {
+                let from = start + sectionSize
+                madvise(UnsafeMutableRawPointer(mutating: payload.baseAddress! + from), ahead - from, MADV_WILLNEED)
+            }
             let piece = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + sectionSize, payload.count)])
             let tag = mac.tag(piece, nonce: UInt64(section))
             let storedOffset = KeyFileLayout.payloadOffset + payload.count + KeyFileLayout.tagSize * section

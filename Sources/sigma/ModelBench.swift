@@ -34,7 +34,8 @@ enum ModelBench {
             executable, directory: directory, job: job,
             clientArguments: ["--ids", ids.map(String.init).joined(separator: ","), "--timeout", "600"],
             insecure: options.has("--insecure-transport"), streamKeys: options.has("--stream-keys"),
-            inlineProducts: options.has("--inline-products"))
+            inlineProducts: options.has("--inline-products"),
+            dealerArguments: options.string("--key-cache-budget").map { ["--key-cache-budget", $0] } ?? [])
         let (clientStats, dealerStats, serverStats, keygenWall) = (
             run.client, run.dealerStats, run.serverStats, run.keygenSeconds
         )

@@ -135,19 +135,27 @@ enum Roles {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // Each party's online keys and its preprocessing keys (folded with the masked weights before the online
         // phase: `PartyContext.preprocess`), the latter under a session id of their own so no MAC nonce repeats.
+        // The online files' pages that stay cached are spread evenly when they cannot all stay (`KeyCachePlan`);
+        // the preprocessing files are small and read first.
+        let cachePlan = KeyCachePlan(
+            budget: options.integer(
+                "--key-cache-budget", default: KeyCachePlan.defaultBudget(), range: 0...Int.max))
         let files = try [Party.p0, .p1].flatMap { party in
             try [session, preprocessingSession(session)].map { id in
                 try KeyFileWriter(
                     path: preprocessingPath(
                         directory + (party == .p0 ? "/server.key" : "/client.key"), if: id != session),
                     header: KeyFileHeader(party: party, sessionID: id, modelFingerprint: fingerprint),
-                    secret: try credentials?.keyFileSecret(for: party))
+                    secret: try credentials?.keyFileSecret(for: party), cachePlan: id == session ? cachePlan : nil)
             }
         }
         return DealerSinks(
             online: [files[0], files[2]], preprocessing: [files[1], files[3]],
             destination: "wrote \(files[0].path) and \(files[2].path)", streamed: false,
-            finish: { for file in files { try file.finish() } })
+            finish: {
+                for file in files { try file.finish() }
+                cachePlan.finish()
+            })
     }
 
     /// The session id of the hello on a key-stream channel (the real one comes in the stream's header).

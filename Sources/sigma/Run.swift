@@ -79,7 +79,7 @@ enum Run {
     /// a preprocessing stream); keygen then overlaps the parties' start.
     static func secureRun(
         _ executable: URL, directory: String, job: [String], clientArguments: [String], insecure: Bool,
-        streamKeys: Bool = false, inlineProducts: Bool = false
+        streamKeys: Bool = false, inlineProducts: Bool = false, dealerArguments: [String] = []
     ) throws -> SecureRun {
         var security: [Credentials.Role: [String]] = [:]
         if insecure {
@@ -107,7 +107,7 @@ enum Run {
         }
         // With streamed keys the parties listen for the dealer, which streams their keys as it generates them;
         // otherwise the dealer writes key files first.
-        if !streamKeys { try runDealer(["--keys", directory]) }
+        if !streamKeys { try runDealer(["--keys", directory] + dealerArguments) }
         let keys = { (role: String) in
             streamKeys ? ["--keys-from-dealer", "0"] : ["--keys", directory + "/\(role).key"]
         }

@@ -23,9 +23,11 @@ let usage = """
                                     bound every product the model can compute: the bitwidth from which GapARS
                                     after linear layers is exact (the server checks this before serving)
       credentials --out DIR         create a deployment's secrets: DIR/dealer.cred, server.cred, client.cred
-      dealer --keys DIR --credentials FILE [--model DIR --tokens T] [--weight-epoch E]
+      dealer --keys DIR --credentials FILE [--model DIR --tokens T] [--weight-epoch E] [--key-cache-budget BYTES]
                                     write DIR/server.key and DIR/client.key for one inference (the server's
-                                    weight masks stay the same for a model until the epoch changes)
+                                    weight masks stay the same for a model until the epoch changes; at most
+                                    BYTES of them stay in the page cache, spread evenly: default what memory
+                                    has free less a quarter of it for the parties)
       dealer --stream-to-server HOST:PORT --stream-to-client HOST:PORT --credentials FILE [--inline-products] …
                                     stream the keys to the parties as they are generated, no files (with
                                     --inline-products, no preprocessing stream: for keys larger than memory)
@@ -45,6 +47,7 @@ let usage = """
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
       bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--stream-keys] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
+                                    (--key-cache-budget BYTES: as the dealer's)
                                     (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
       bench layers [--json] [--only GeLU,softmax,…] [--reference-widths]
                                     GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP,
@@ -108,7 +111,7 @@ do {
                 values: [
                     "--keys", "--model", "--tokens", "--bits", "--truncation", "--blocks", "--credentials",
                     "--weight-epoch", "--activation-bits", "--softmax-bits", "--stream-to-server", "--stream-to-client",
-                    "--timeout",
+                    "--timeout", "--key-cache-budget",
                 ]))
     case "server":
         try Roles.server(
@@ -133,7 +136,8 @@ do {
             Options(
                 arguments[2...], flags: ["--json", "--insecure-transport", "--stream-keys", "--inline-products"],
                 values: [
-                    "--model", "--seq", "--bits", "--truncation", "--blocks", "--report", "--activation-bits",
+                    "--model", "--seq", "--bits", "--truncation", "--blocks", "--report", "--key-cache-budget",
+                    "--activation-bits",
                     "--softmax-bits",
                 ]))
     case "bench" where arguments.count >= 2 && arguments[1] == "layers":

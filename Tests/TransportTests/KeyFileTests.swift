@@ -34,6 +34,14 @@ func writeKeyFile(
     try writer.finish()
 }
 
+/// The type of the file system holding `path` (/proc/mounts: the longest mount point that contains it).
+func fileSystemType(_ path: String) -> String? {
+    guard let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return nil }
+    let entries = mounts.split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.count > 2 }
+    let containing = entries.filter { path.hasPrefix($0[1] == "/" ? "/" : $0[1] + "/") }
+    return containing.max { $0[1].count < $1[1].count }.map { String($0[2]) }
+}
+
 @Suite("Key files", .serialized)
 struct KeyFileTests {
     let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
@@ -174,6 +182,54 @@ struct KeyFileTests {
         #expect(file.payloadBytes == sizes.reduce(0, +))
         for piece in pieces {
             #expect(try reader.words(piece.count, bits: 8) == piece.map { UInt64($0) })
+        }
+    }
+
+    @Test("a cache plan keeps at most its budget cached, spread over the file, and drops the rest; bytes unchanged")
+    func cachePlan() throws {
+        let path = temporaryPath("plan")
+        defer { unlink(path) }
+        let chunk = 2 << 20  // the page cache's largest folio: smaller chunks could not leave the cache
+        let plan = KeyCachePlan(budget: 4 * chunk, chunkSize: chunk, releaseDelay: 4)
+        var state: UInt64 = 11
+        let payload = (0..<(12 * chunk)).map { _ -> UInt8 in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: state >> 33)
+        }
+        let writer = try KeyFileWriter(
+            path: path, header: KeyFileHeader(party: .p0, sessionID: fileSession, modelFingerprint: model),
+            secret: dealerSecret, sectionSize: 1 << 20, cachePlan: plan)
+        for start in stride(from: 0, to: payload.count, by: 5 * chunk / 2 + 3) {
+            try writer.write(Array(payload[start..<min(payload.count, start + 5 * chunk / 2 + 3)]))
+        }
+        try writer.finish()
+        plan.finish()
+        #expect(plan.cachedBytes <= plan.budget && plan.cachedBytes >= plan.budget - 2 * chunk)
+        // Spread: every third of the file keeps some of it (the kernel alone would keep only the last third).
+        let kept = plan.cachedRanges.map(\.offset)
+        let third = payload.count / 3
+        for t in 0..<3 {
+            let from = KeyFileLayout.payloadOffset + t * third
+            #expect(kept.contains { $0 >= from && $0 < from + third }, "third \(t) keeps nothing")
+        }
+        // The dropped chunks left the page cache (unless the temporary directory is a tmpfs, whose pages are the
+        // file itself).
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        if fileSystemType(path) != "tmpfs" {
+            let size = KeyFileLayout.payloadOffset + payload.count
+            let mapping = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0)!
+            defer { munmap(mapping, size) }
+            let page = Int(getpagesize())
+            var resident = [UInt8](repeating: 0, count: (size + page - 1) / page)
+            #expect(mincore(mapping, size, &resident) == 0)
+            let cachedPages = resident.filter { $0 & 1 == 1 }.count
+            #expect(cachedPages * page <= plan.budget + 2 * chunk + KeyFileLayout.payloadOffset)
+        }
+        let file = try KeyFile(path: path, party: .p0, secret: dealerSecret, markConsumed: false)
+        let reader = file.reader()
+        for start in stride(from: 0, to: payload.count, by: chunk) {
+            #expect(try reader.words(chunk, bits: 8) == payload[start..<(start + chunk)].map { UInt64($0) })
         }
     }
 }

@@ -67,6 +67,10 @@ int sigma_hmac_sha256(const uint8_t *key, size_t key_length, const void *data, s
 /// Constant-time equality of two byte strings of `length` bytes (1 if equal).
 int sigma_equal_constant_time(const void *a, const void *b, size_t length);
 
+/// Starts writing back [offset, offset + length) of a file's dirty pages (sync_file_range), and with `wait` waits
+/// for all of it to reach the disk, so the pages can then leave the page cache. Returns 0, or -1 with errno.
+int sigma_write_back(int fd, long long offset, long long length, int wait);
+
 #ifdef __cplusplus
 }
 #endif
