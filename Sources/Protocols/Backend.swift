@@ -87,7 +87,8 @@ extension RingBackend {
     public func subtract(_ x: RingTensor, _ y: RingTensor) -> RingTensor { x - y }
     /// c · x for a public integer c (local).
     public func multiply(_ x: RingTensor, byConstant c: UInt64) -> RingTensor {
-        RingTensor(ring: x.ring, shape: x.shape, values: x.values.map { $0 &* c })
+        let mask = x.ring.mask
+        return RingTensor(ring: x.ring, shape: x.shape, reducedValues: x.values.map { ($0 &* c) & mask })
     }
     /// max(x, 0).
     public func relu(_ x: RingTensor) throws -> RingTensor { try select(try drelu(x), x) }
@@ -223,7 +224,7 @@ public final class PartyContext {
                 received: theirs.count)
         }
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
-        return zip(shares, peer).map { ($0 &+ $1) & mask }
+        return RingTensor.combine(shares, peer, mask: mask) { $0 &+ $1 }
     }
 
     /// The same for XOR shares of bits.

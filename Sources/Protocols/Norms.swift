@@ -18,7 +18,21 @@ public struct ReciprocalSqrtTable: Sendable {
 
     /// For s at scale `inputScale` summed over `count` values, the output 1/√(s/count) at scale `outputScale`.
     public init(count: Int, inputScale: Int, outputScale: Int) {
-        table = (0..<(1 << 13)).map { index in
+        // Every norm of a model uses the same table: built once (8192 square roots), then shared.
+        let key = [count, inputScale, outputScale]
+        if let cached = Self.cache.withLock({ Self.built[key] }) {
+            table = cached
+            return
+        }
+        table = Self.build(count: count, inputScale: inputScale, outputScale: outputScale)
+        Self.cache.withLock { Self.built[key] = table }
+    }
+
+    private static let cache = NSLock()
+    nonisolated(unsafe) private static var built: [[Int]: [UInt64]] = [:]  // guarded by `cache`
+
+    private static func build(count: Int, inputScale: Int, outputScale: Int) -> [UInt64] {
+        (0..<(1 << 13)).map { index in
             let (m, e) = (index >> 6, index & 63)
             let v = Foundation.pow(2, Double(e)) * (1 + (Double(m) + 0.5) / 128)
             let value =
@@ -237,8 +251,9 @@ extension RingBackend {
         let ring = x.ring
         let f = ring.scale
         let rows = x.count / k
-        var sums = [UInt64](repeating: 0, count: rows)
-        for i in 0..<x.count { sums[i / k] &+= x.values[i] }
+        let sums = x.values.withUnsafeBufferPointer { values in
+            (0..<rows).map { row in values[(row * k)..<(row * k + k)].reduce(0, &+) }
+        }
         let rowSums = RingTensor(ring: ring, shape: [rows], values: sums)
         let mean: RingTensor
         if k & (k - 1) == 0 {
@@ -302,12 +317,26 @@ extension RingBackend {
 
     /// Each row's value repeated over the row (local: masks repeat like values).
     public func broadcastRows(_ x: RingTensor, rowLength k: Int) -> RingTensor {
-        RingTensor(ring: x.ring, shape: [x.count * k], values: x.values.flatMap { repeatElement($0, count: k) })
+        let values = [UInt64](unsafeUninitializedCapacity: x.count * k) { out, initialized in
+            for (row, value) in x.values.enumerated() {
+                UnsafeMutableBufferPointer(rebasing: out[(row * k)..<(row * k + k)]).initialize(repeating: value)
+            }
+            initialized = x.count * k
+        }
+        return RingTensor(ring: x.ring, shape: [x.count * k], reducedValues: values)
     }
 
     /// A row vector repeated over `rows` rows (local).
     public func broadcastColumns(_ x: RingTensor, rows: Int) -> RingTensor {
-        RingTensor(
-            ring: x.ring, shape: [rows * x.count], values: Array([[UInt64]](repeating: x.values, count: rows).joined()))
+        let k = x.count
+        let values = [UInt64](unsafeUninitializedCapacity: rows * k) { out, initialized in
+            x.values.withUnsafeBufferPointer { row in
+                for r in 0..<rows {
+                    _ = UnsafeMutableBufferPointer(rebasing: out[(r * k)..<(r * k + k)]).initialize(from: row)
+                }
+            }
+            initialized = rows * k
+        }
+        return RingTensor(ring: x.ring, shape: [rows * k], reducedValues: values)
     }
 }

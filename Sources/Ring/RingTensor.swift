@@ -6,12 +6,44 @@ public struct RingTensor: Equatable, Sendable {
     public var values: [UInt64]
 
     /// A tensor with `values` reduced mod 2^n; `values.count` must equal the product of `shape`.
-    public init(ring: Ring, shape: [Int], values: [UInt64]) {
+    public init(ring: Ring, shape: [Int], values: consuming [UInt64]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "dimensions are non-negative")
-        precondition(values.count == shape.reduce(1, *), "values must fill the shape \(shape)")
+        var reduced = consume values
+        precondition(reduced.count == shape.reduce(1, *), "values must fill the shape \(shape)")
+        // In place: a caller that hands its array over (the usual case) pays no copy.
+        if ring.bitwidth < 64 {
+            let mask = ring.mask
+            reduced.withUnsafeMutableBufferPointer { buffer in
+                for i in buffer.indices { buffer[i] &= mask }
+            }
+        }
         self.ring = ring
         self.shape = shape
-        self.values = ring.bitwidth == 64 ? values : values.map { $0 & ring.mask }
+        self.values = reduced
+    }
+
+    /// A tensor whose values are already reduced mod 2^n (callers that reduce as they compute: no second pass).
+    public init(ring: Ring, shape: [Int], reducedValues: [UInt64]) {
+        precondition(reducedValues.count == shape.reduce(1, *), "values must fill the shape \(shape)")
+        assert(reducedValues.allSatisfy { $0 & ~ring.mask == 0 }, "values must be reduced mod 2^n")
+        self.ring = ring
+        self.shape = shape
+        values = reducedValues
+    }
+
+    /// (op(a_i, b_i) mod 2^n)_i in one pass and one allocation.
+    @inline(__always)
+    public static func combine(_ a: [UInt64], _ b: [UInt64], mask: UInt64, _ op: (UInt64, UInt64) -> UInt64) -> [UInt64]
+    {
+        precondition(a.count == b.count)
+        return [UInt64](unsafeUninitializedCapacity: a.count) { out, initialized in
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    for i in 0..<a.count { out[i] = op(a[i], b[i]) & mask }
+                }
+            }
+            initialized = a.count
+        }
     }
 
     /// A tensor of zeros.
@@ -32,13 +64,15 @@ public struct RingTensor: Equatable, Sendable {
     /// Elementwise a + b mod 2^n; the result has a's shape (shapes are layout metadata: the counts must agree).
     public static func + (a: RingTensor, b: RingTensor) -> RingTensor {
         precondition(a.ring.bitwidth == b.ring.bitwidth && a.count == b.count, "operands must share bitwidth and size")
-        return RingTensor(ring: a.ring, shape: a.shape, values: zip(a.values, b.values).map { $0 &+ $1 })
+        return RingTensor(
+            ring: a.ring, shape: a.shape, reducedValues: combine(a.values, b.values, mask: a.ring.mask) { $0 &+ $1 })
     }
 
     /// Elementwise a − b mod 2^n; the result has a's shape.
     public static func - (a: RingTensor, b: RingTensor) -> RingTensor {
         precondition(a.ring.bitwidth == b.ring.bitwidth && a.count == b.count, "operands must share bitwidth and size")
-        return RingTensor(ring: a.ring, shape: a.shape, values: zip(a.values, b.values).map { $0 &- $1 })
+        return RingTensor(
+            ring: a.ring, shape: a.shape, reducedValues: combine(a.values, b.values, mask: a.ring.mask) { $0 &- $1 })
     }
 
     /// The same values in a ring of another bitwidth: reduced when narrower, sign-extended when wider.
