@@ -217,11 +217,12 @@ public final class PartyContext {
     /// Sends this party's additive shares (packed to `bits`), receives the peer's, and returns their sum: one
     /// round, one message each way.
     func reconstruct(_ shares: [UInt64], bits: Int) throws -> [UInt64] {
-        let theirs = try channel.exchange(BitPacking.pack(shares, bits: bits))
-        guard let peer = BitPacking.unpack(theirs[...], count: shares.count, bits: bits) else {
-            throw ProtocolError.malformedMessage(
-                expected: BitPacking.byteCount(count: shares.count, bits: bits),
-                received: theirs.count)
+        let peer = try channel.exchange(BitPacking.pack(shares, bits: bits)) { theirs in
+            guard let peer = BitPacking.unpack(theirs, count: shares.count, bits: bits) else {
+                throw ProtocolError.malformedMessage(
+                    expected: BitPacking.byteCount(count: shares.count, bits: bits), received: theirs.count)
+            }
+            return peer
         }
         let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
         return RingTensor.combine(shares, peer, mask: mask) { $0 &+ $1 }

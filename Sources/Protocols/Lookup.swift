@@ -80,19 +80,21 @@ extension PartyContext {
     func reconstructMany(_ parts: [([UInt64], Int)]) throws -> [[UInt64]] {
         var message: [UInt8] = []
         for (shares, bits) in parts { BitPacking.pack(shares, bits: bits, into: &message) }
-        let theirs = try channel.exchange(message)
-        guard theirs.count == message.count else {
-            throw ProtocolError.malformedMessage(expected: message.count, received: theirs.count)
-        }
-        var offset = 0
-        return try parts.map { shares, bits in
-            let size = BitPacking.byteCount(count: shares.count, bits: bits)
-            guard let peer = BitPacking.unpack(theirs[offset..<(offset + size)], count: shares.count, bits: bits) else {
+        return try channel.exchange(message) { theirs in
+            guard theirs.count == message.count else {
                 throw ProtocolError.malformedMessage(expected: message.count, received: theirs.count)
             }
-            offset += size
-            let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
-            return zip(shares, peer).map { ($0 &+ $1) & mask }
+            var offset = 0
+            return try parts.map { shares, bits in
+                let size = BitPacking.byteCount(count: shares.count, bits: bits)
+                let piece = UnsafeRawBufferPointer(rebasing: theirs[offset..<(offset + size)])
+                guard let peer = BitPacking.unpack(piece, count: shares.count, bits: bits) else {
+                    throw ProtocolError.malformedMessage(expected: message.count, received: theirs.count)
+                }
+                offset += size
+                let mask: UInt64 = bits == 64 ? ~0 : (1 << UInt64(bits)) - 1
+                return RingTensor.combine(shares, peer, mask: mask) { $0 &+ $1 }
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ public enum TransportBenchmark {
                 guard let channel = try? listener.accept(handshake: hello(.server), security: security, timeout: 60)
                 else { return }
                 for _ in 0..<small { _ = try? channel.exchange([1]) }
-                for _ in 0..<rounds { _ = try? channel.exchange(message) }
+                for _ in 0..<rounds { _ = try? channel.exchange(message) { $0.count } }
                 channel.close()
             }
             peer.start()
@@ -34,7 +34,7 @@ public enum TransportBenchmark {
             for _ in 0..<small { _ = try channel.exchange([2]) }
             let latency = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(small)
             start = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<rounds { _ = try channel.exchange(message) }
+            for _ in 0..<rounds { _ = try channel.exchange(message) { $0.count } }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             channel.close()
             fields.append(

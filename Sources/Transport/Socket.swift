@@ -176,9 +176,27 @@ extension ByteStream {
         try receiveAll(&header, timeout: timeout)
         let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
         guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
-        var payload = [UInt8](repeating: 0, count: Int(length))
-        try receiveAll(&payload, timeout: timeout)
+        // Not zero-filled first: a large frame would otherwise be written twice (and fault its pages in twice).
+        var failure: TransportError?
+        let payload = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, initialized in
+            do throws(TransportError) {
+                try receiveAll(UnsafeMutableRawBufferPointer(buffer), timeout: timeout)
+            } catch { failure = error }
+            initialized = Int(length)  // bytes (a trivial type): on failure they are discarded unread
+        }
+        if let failure { throw failure }
         return payload
+    }
+
+    /// Reads one frame into `buffer` (grown to fit, kept for the next); returns its length.
+    func receiveFrame(into buffer: ReceiveBuffer, limit: Int, timeout: Double) throws(TransportError) -> Int {
+        var header = [UInt8](repeating: 0, count: 8)
+        try receiveAll(&header, timeout: timeout)
+        let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
+        guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
+        buffer.reserve(Int(length))
+        try receiveAll(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<Int(length)]), timeout: timeout)
+        return Int(length)
     }
 
     func sendRaw(_ bytes: [UInt8]) throws(TransportError) { try sendAll(bytes) }
@@ -192,5 +210,19 @@ extension ByteStream {
         try array.withUnsafeMutableBytes { bytes in
             Result { () throws(TransportError) in try receiveAll(bytes, timeout: timeout) }
         }.get()
+    }
+}
+
+/// Memory a channel receives its rounds into, kept from round to round (its pages are faulted in once).
+final class ReceiveBuffer: @unchecked Sendable {  // used by one reading thread at a time
+    private(set) var bytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    deinit { bytes.deallocate() }
+
+    /// Room for at least `count` bytes; the contents need not survive.
+    func reserve(_ count: Int) {
+        guard count > bytes.count else { return }
+        bytes.deallocate()
+        bytes = .allocate(byteCount: max(count, 2 * bytes.count), alignment: 64)
     }
 }

@@ -85,6 +85,8 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     private let sender: SenderThread
     private let lock = NSLock()
     private var counters = ChannelStatistics()
+    /// Where `exchange(_:reading:)` receives (used by the one reading thread only).
+    private let receiveBuffer = ReceiveBuffer()
 
     init(stream: ByteStream, security: String, timeout: Double, frameLimit: Int) {
         self.stream = stream
@@ -175,6 +177,26 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         return received
     }
 
+    public func exchange<Result>(_ message: [UInt8], reading body: (UnsafeRawBufferPointer) throws -> Result) throws
+        -> Result
+    {
+        let pending = sender.start(message)
+        let length: Int
+        do {
+            length = try stream.receiveFrame(into: receiveBuffer, limit: frameLimit, timeout: timeout)
+        } catch {
+            abandon(pending)
+            throw error
+        }
+        if let error = pending.wait() { throw error }
+        lock.withLock {
+            counters.bytesSent += message.count
+            counters.bytesReceived += length
+            counters.rounds += 1
+        }
+        return try body(UnsafeRawBufferPointer(rebasing: receiveBuffer.bytes[0..<length]))
+    }
+
     public func send(_ message: [UInt8]) throws(TransportError) {
         try stream.sendFrame(message)
         lock.withLock {
@@ -200,13 +222,20 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     /// Writes raw bytes, bypassing framing: lets tests play a hostile peer.
     func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try stream.sendRaw(bytes) }
 
+    /// After a failed receive the channel is out of step for good: the stream is shut down, which also ends a send
+    /// blocked on a peer that stopped reading (else waiting for it would never return).
+    private func abandon(_ pending: SenderThread.Pending) {
+        stream.shutdown()
+        _ = pending.wait()
+    }
+
     private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
         let pending = sender.start(message)
         let received: [UInt8]
         do {
             received = try stream.receiveFrame(limit: limit, timeout: timeout)
         } catch {
-            _ = pending.wait()
+            abandon(pending)
             throw error
         }
         if let error = pending.wait() { throw error }

@@ -87,6 +87,49 @@ struct TransportTests {
     }
 
     @Test(
+        "a round lent to the reader (the receive memory kept between rounds) holds exactly the peer's message",
+        arguments: securities)
+    func borrowedRounds(name: String, security: ChannelSecurity) throws {
+        let (server, client) = try connectedPair(timeout: 10, security: security, frameLimit: 16 << 20)
+        let sizes = [3 << 20, 5, 0, 6 << 20, 1, 4096]
+        @Sendable func message(_ size: Int, _ salt: Int) -> [UInt8] {
+            (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ salt &* 7 &+ $0 >> 11) }
+        }
+        let box = ResultBox<[[UInt8]]>()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            box.value = Result { () throws(TransportError) -> [[UInt8]] in
+                var received: [[UInt8]] = []
+                for (round, size) in sizes.enumerated() {
+                    do {
+                        received.append(try server.exchange(message(size, 2 * round)) { Array($0) })
+                    } catch let error as TransportError { throw error } catch { throw .closed }
+                }
+                return received
+            }
+            done.signal()
+        }.start()
+        var received: [[UInt8]] = []
+        for round in sizes.indices {
+            // The client's sizes run the other way, so the buffer both grows and is reused for smaller rounds.
+            received.append(try client.exchange(message(sizes[sizes.count - 1 - round], 2 * round + 1)) { Array($0) })
+        }
+        done.wait()
+        let serverReceived = try box.value!.get()
+        for (round, size) in sizes.enumerated() {
+            #expect(received[round] == message(size, 2 * round), "\(name): client's round \(round)")
+            #expect(
+                serverReceived[round] == message(sizes[sizes.count - 1 - round], 2 * round + 1),
+                "\(name): server's round \(round)")
+        }
+        #expect(client.statistics.rounds == sizes.count && server.statistics.rounds == sizes.count)
+        #expect(client.statistics.bytesReceived == sizes.reduce(0, +))
+        #expect(server.statistics.bytesReceived == client.statistics.bytesSent)
+        client.close()
+        server.close()
+    }
+
+    @Test(
         "a peer with another role, model, session or version is refused before any protocol traffic",
         arguments: [
             ("same role", hello(.server)),
@@ -116,11 +159,14 @@ struct TransportTests {
     }
 
     /// A connected server and client over loopback.
-    func connectedPair(timeout: Double, security: ChannelSecurity) throws -> (TCPChannel, TCPChannel) {
+    func connectedPair(timeout: Double, security: ChannelSecurity, frameLimit: Int = 1 << 20) throws -> (
+        TCPChannel, TCPChannel
+    ) {
         let listener = try TCPListener(port: 0)
         let port = listener.port
         let (server, client) = together({ () throws(TransportError) -> TCPChannel in
-            try listener.accept(handshake: hello(.server), security: security, timeout: timeout, frameLimit: 1 << 20)
+            try listener.accept(
+                handshake: hello(.server), security: security, timeout: timeout, frameLimit: frameLimit)
         }) { () throws(TransportError) -> TCPChannel in
             try TCPChannel.connect(port: port, handshake: hello(.client), security: security, timeout: timeout)
         }
@@ -142,6 +188,27 @@ struct TransportTests {
             #expect(throws: TransportError.timedOut(seconds: 0.3)) { try server.receive() }
         }
         #expect(Date().timeIntervalSince(start) < 5)
+    }
+
+    @Test(
+        "a round whose peer neither reads nor answers times out, though its own large message cannot be sent",
+        arguments: securities)
+    func stalledPeer(name: String, security: ChannelSecurity) throws {
+        for borrowed in [false, true] {
+            let (server, client) = try connectedPair(timeout: 0.3, security: security)
+            let start = Date()
+            let big = [UInt8](repeating: 7, count: 64 << 20)  // far more than the socket buffers hold
+            _ = withExtendedLifetime(client) {  // connected, silent, not reading
+                #expect(throws: TransportError.timedOut(seconds: 0.3)) {
+                    if borrowed {
+                        _ = try server.exchange(big) { $0.count }
+                    } else {
+                        _ = try server.exchange(big)
+                    }
+                }
+            }
+            #expect(Date().timeIntervalSince(start) < 10, "\(name): the round hung on its own send")
+        }
     }
 
     @Test("a peer that closes mid-protocol is reported, for receive and for exchange", arguments: securities)
