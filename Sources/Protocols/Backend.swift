@@ -230,7 +230,13 @@ public final class PartyContext {
 
     /// The same for XOR shares of bits.
     func reconstructBits(_ shares: [UInt8]) throws -> [UInt8] {
-        try reconstruct(shares.map { UInt64($0) }, bits: 1).map { UInt8($0) }
+        try channel.exchange(BitPacking.packBits(shares)) { theirs in
+            guard var bits = BitPacking.unpackBits(theirs, count: shares.count) else {
+                throw ProtocolError.malformedMessage(expected: (shares.count + 7) / 8, received: theirs.count)
+            }
+            for i in bits.indices { bits[i] ^= shares[i] & 1 }
+            return bits
+        }
     }
 }
 

@@ -32,6 +32,30 @@ public enum BitPacking {
         return bytes
     }
 
+    /// Bits (each 0 or 1) in the wire format of `pack(_:bits: 1)` (bit i at bit i mod 8 of byte i / 8), without
+    /// widening them to words first.
+    public static func packBits(_ bits: [UInt8]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: (bits.count + 7) / 8) { bytes, initialized in
+            bits.withUnsafeBufferPointer { bits in
+                for byte in 0..<((bits.count + 7) / 8) {
+                    var packed: UInt8 = 0
+                    for j in 0..<min(8, bits.count - 8 * byte) { packed |= (bits[8 * byte + j] & 1) << UInt8(j) }
+                    bytes[byte] = packed
+                }
+            }
+            initialized = (bits.count + 7) / 8
+        }
+    }
+
+    /// The inverse of `packBits`, or nil when `bytes` is not exactly `count` packed bits.
+    public static func unpackBits(_ bytes: UnsafeRawBufferPointer, count: Int) -> [UInt8]? {
+        guard bytes.count == (count + 7) / 8 else { return nil }
+        return [UInt8](unsafeUninitializedCapacity: count) { bits, initialized in
+            for i in 0..<count { bits[i] = (bytes[i >> 3] >> UInt8(i & 7)) & 1 }
+            initialized = count
+        }
+    }
+
     /// Unpacks `count` values of `bits` bits from `bytes`, which must hold exactly their packed size.
     public static func unpack(_ bytes: ArraySlice<UInt8>, count: Int, bits: Int) -> [UInt64]? {
         bytes.withUnsafeBytes { unpack($0, count: count, bits: bits) }

@@ -55,6 +55,13 @@ struct RingTests {
             }
             #expect(packed == reference)
             #expect(BitPacking.unpack(packed[...], count: count, bits: bits) == values)
+            if bits == 1 {
+                // Bits kept as bytes pack to the same wire format, and unpack back; a wrong length is refused.
+                let bytes = values.map { UInt8($0) }
+                #expect(BitPacking.packBits(bytes) == packed)
+                #expect(packed.withUnsafeBytes { BitPacking.unpackBits($0, count: count) } == bytes)
+                #expect(packed.withUnsafeBytes { BitPacking.unpackBits($0, count: count + 8) } == nil)
+            }
         }
         // One of K candidates per element, read in place (the tail values too), against plain indexing.
         for (candidates, count) in [(2, 1), (2, 37), (4, 64), (8, 101)] {
