@@ -180,20 +180,10 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     public func exchange<Result>(_ message: [UInt8], reading body: (UnsafeRawBufferPointer) throws -> Result) throws
         -> Result
     {
-        let pending = sender.start(message)
-        let length: Int
-        do {
-            length = try stream.receiveFrame(into: receiveBuffer, limit: frameLimit, timeout: timeout)
-        } catch {
-            abandon(pending)
-            throw error
+        let length = try transfer(message) { () throws(TransportError) in
+            try stream.receiveFrame(into: receiveBuffer, limit: frameLimit, timeout: timeout)
         }
-        if let error = pending.wait() { throw error }
-        lock.withLock {
-            counters.bytesSent += message.count
-            counters.bytesReceived += length
-            counters.rounds += 1
-        }
+        lock.withLock { counters.rounds += 1 }
         return try body(UnsafeRawBufferPointer(rebasing: receiveBuffer.bytes[0..<length]))
     }
 
@@ -222,28 +212,37 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     /// Writes raw bytes, bypassing framing: lets tests play a hostile peer.
     func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try stream.sendRaw(bytes) }
 
-    /// After a failed receive the channel is out of step for good: the stream is shut down, which also ends a send
-    /// blocked on a peer that stopped reading (else waiting for it would never return).
-    private func abandon(_ pending: SenderThread.Pending) {
-        stream.shutdown()
-        _ = pending.wait()
+    private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
+        var received: [UInt8] = []
+        _ = try transfer(message) { () throws(TransportError) in
+            received = try stream.receiveFrame(limit: limit, timeout: timeout)
+            return received.count
+        }
+        return received
     }
 
-    private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
+    /// A round's I/O: this side's message goes out on the sender thread while `receive` reads the peer's and
+    /// returns its length; the bytes are counted (the round is the caller's to count: a handshake is none). After a
+    /// failed receive the channel is out of step for good: the stream is shut down, which also ends a send blocked
+    /// on a peer that stopped reading (waiting for it would otherwise never return).
+    private func transfer(_ message: [UInt8], receive: () throws(TransportError) -> Int) throws(TransportError)
+        -> Int
+    {
         let pending = sender.start(message)
-        let received: [UInt8]
+        let length: Int
         do {
-            received = try stream.receiveFrame(limit: limit, timeout: timeout)
+            length = try receive()
         } catch {
-            abandon(pending)
+            stream.shutdown()
+            _ = pending.wait()
             throw error
         }
         if let error = pending.wait() { throw error }
         lock.withLock {
             counters.bytesSent += message.count
-            counters.bytesReceived += received.count
+            counters.bytesReceived += length
         }
-        return received
+        return length
     }
 }
 
