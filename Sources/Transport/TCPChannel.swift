@@ -8,7 +8,8 @@ import Protocols
 /// What two parties state before any secret-dependent traffic; a mismatch refuses the connection.
 public struct Handshake: Equatable, Sendable {
     /// The wire protocol's version.
-    public static let protocolVersion: UInt16 = 1
+    /// 2: under TLS, one connection per direction.
+    public static let protocolVersion: UInt16 = 2
 
     public enum Role: UInt8, Sendable {
         case server = 0
@@ -81,24 +82,31 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     public let timeout: Double
     /// What protects the bytes: the negotiated TLS version and cipher suite, or plain TCP.
     public let security: String
-    private let stream: ByteStream
+    /// What the sender thread writes to and what the reader reads from: one socket for plain TCP (full duplex
+    /// as it is), two TLS connections under TLS — one per direction, so neither waits for the other's lock on a
+    /// shared SSL object (OpenSSL allows no concurrent calls on one): `sigma bench transport` ≈ 550 → 700–750 MB/s
+    /// each way.
+    private let outgoing: ByteStream
+    private let incoming: ByteStream
     private let sender: SenderThread
     private let lock = NSLock()
     private var counters = ChannelStatistics()
     /// Where `exchange(_:reading:)` receives (used by the one reading thread only).
     private let receiveBuffer = ReceiveBuffer()
 
-    init(stream: ByteStream, security: String, timeout: Double, frameLimit: Int) {
-        self.stream = stream
+    init(outgoing: ByteStream, incoming: ByteStream, security: String, timeout: Double, frameLimit: Int) {
+        self.outgoing = outgoing
+        self.incoming = incoming
         self.security = security
         self.timeout = timeout
         self.frameLimit = frameLimit
-        sender = SenderThread(stream: stream)
+        sender = SenderThread(stream: outgoing)
     }
 
     deinit {
         sender.stop()
-        (stream as? Socket)?.close()  // a TLS stream closes its socket when freed
+        (outgoing as? Socket)?.close()  // a TLS stream closes its socket when freed
+        if incoming !== outgoing { (incoming as? Socket)?.close() }
     }
 
     /// Listens on `host:port`, accepts one peer within `timeout` seconds, and runs the handshake.
@@ -119,7 +127,8 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         let socket = try Socket.connect(host: host, port: port, timeout: timeout)
         return try open(
             socket, isServer: false, handshake: handshake, security: security, timeout: timeout,
-            frameLimit: frameLimit)
+            frameLimit: frameLimit
+        ) { () throws(TransportError) in try Socket.connect(host: host, port: port, timeout: timeout) }
     }
 
     /// Runs a channel over a socket that is already connected (socket activation, a socketpair): takes ownership of
@@ -134,29 +143,40 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     }
 
     /// Secures the connection (the TLS handshake authenticates the peer before any Sigma byte), then runs the Sigma
-    /// handshake inside it.
+    /// handshake inside it. Under TLS, `second` gives the second connection (the accepting side's next peer, the
+    /// connecting side's second connect): the first carries the connecting side's messages, the second the
+    /// accepting side's. Without it (an adopted descriptor) both directions share one TLS connection.
     static func open(
         _ socket: Socket, isServer: Bool, handshake: Handshake, security: ChannelSecurity, timeout: Double,
-        frameLimit: Int
+        frameLimit: Int, second: (() throws(TransportError) -> Socket)? = nil
     ) throws(TransportError) -> TCPChannel {
         try socket.configure(timeout: timeout)
         let channel: TCPChannel
         switch security {
         case .insecure:
             channel = TCPChannel(
-                stream: socket, security: security.description, timeout: timeout, frameLimit: frameLimit)
+                outgoing: socket, incoming: socket, security: security.description, timeout: timeout,
+                frameLimit: frameLimit)
         case .tls(let key, let identity):
-            let stream: TLSStream
-            do {
-                stream = try TLSStream(
-                    socket: socket, isServer: isServer, presharedKey: key, identity: identity, timeout: timeout)
-            } catch {
-                socket.close()
-                throw error
+            let secure = { (socket: Socket) throws(TransportError) -> TLSStream in
+                do throws(TransportError) {
+                    return try TLSStream(
+                        socket: socket, isServer: isServer, presharedKey: key, identity: identity, timeout: timeout)
+                } catch {
+                    socket.close()
+                    throw error
+                }
+            }
+            let first = try secure(socket)
+            var other: TLSStream = first
+            if let second {
+                let socket = try second()
+                try socket.configure(timeout: timeout)
+                other = try secure(socket)
             }
             channel = TCPChannel(
-                stream: stream, security: stream.negotiated, timeout: timeout,
-                frameLimit: frameLimit)
+                outgoing: isServer ? other : first, incoming: isServer ? first : other, security: first.negotiated,
+                timeout: timeout, frameLimit: frameLimit)
         }
         let peer = try channel.exchangeFrames(handshake.encoded, limit: 1024)
         do {
@@ -171,6 +191,9 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
 
     public var statistics: ChannelStatistics { lock.withLock { counters } }
 
+    /// How many connections carry the channel: two under TLS (one per direction), else one.
+    var connections: Int { incoming === outgoing ? 1 : 2 }
+
     public func exchange(_ message: [UInt8]) throws(TransportError) -> [UInt8] {
         let received = try exchangeFrames(message, limit: frameLimit)
         lock.withLock { counters.rounds += 1 }
@@ -181,14 +204,14 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         -> Result
     {
         let length = try transfer(message) { () throws(TransportError) in
-            try stream.receiveFrame(into: receiveBuffer, limit: frameLimit, timeout: timeout)
+            try incoming.receiveFrame(into: receiveBuffer, limit: frameLimit, timeout: timeout)
         }
         lock.withLock { counters.rounds += 1 }
         return try body(UnsafeRawBufferPointer(rebasing: receiveBuffer.bytes[0..<length]))
     }
 
     public func send(_ message: [UInt8]) throws(TransportError) {
-        try stream.sendFrame(message)
+        try outgoing.sendFrame(message)
         lock.withLock {
             counters.bytesSent += message.count
             counters.rounds += 1
@@ -196,7 +219,7 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
     }
 
     public func receive() throws(TransportError) -> [UInt8] {
-        let message = try stream.receiveFrame(limit: frameLimit, timeout: timeout)
+        let message = try incoming.receiveFrame(limit: frameLimit, timeout: timeout)
         lock.withLock {
             counters.bytesReceived += message.count
             counters.rounds += 1
@@ -206,16 +229,21 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
 
     public func close() {
         sender.stop()
-        stream.shutdown()
+        shutdown()
+    }
+
+    private func shutdown() {
+        outgoing.shutdown()
+        if incoming !== outgoing { incoming.shutdown() }
     }
 
     /// Writes raw bytes, bypassing framing: lets tests play a hostile peer.
-    func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try stream.sendRaw(bytes) }
+    func sendRawForTesting(_ bytes: [UInt8]) throws(TransportError) { try outgoing.sendRaw(bytes) }
 
     private func exchangeFrames(_ message: [UInt8], limit: Int) throws(TransportError) -> [UInt8] {
         var received: [UInt8] = []
         _ = try transfer(message) { () throws(TransportError) in
-            received = try stream.receiveFrame(limit: limit, timeout: timeout)
+            received = try incoming.receiveFrame(limit: limit, timeout: timeout)
             return received.count
         }
         return received
@@ -233,7 +261,7 @@ public final class TCPChannel: Channel, @unchecked Sendable {  // state guarded 
         do {
             length = try receive()
         } catch {
-            stream.shutdown()
+            shutdown()
             _ = pending.wait()
             throw error
         }
@@ -332,6 +360,7 @@ public final class TCPListener: @unchecked Sendable {  // the socket is used by 
     ) throws(TransportError) -> TCPChannel {
         let peer = try socket.accept(timeout: timeout)
         return try TCPChannel.open(
-            peer, isServer: true, handshake: handshake, security: security, timeout: timeout, frameLimit: frameLimit)
+            peer, isServer: true, handshake: handshake, security: security, timeout: timeout, frameLimit: frameLimit
+        ) { () throws(TransportError) in try self.socket.accept(timeout: timeout) }
     }
 }

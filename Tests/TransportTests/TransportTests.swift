@@ -68,6 +68,8 @@ struct TransportTests {
             let got = try channel.exchange(big0)
             let small = try channel.exchange([1])
             try channel.send([42])
+            // Under TLS one connection per direction (no lock shared by the two), plain TCP on one socket.
+            #expect(channel.connections == (name == "TLS" ? 2 : 1))
             return (channel.statistics, got == big1 && small == [2])
         }) { () throws(TransportError) -> (ChannelStatistics, Bool) in
             let channel = try TCPChannel.connect(port: port, handshake: hello(.client), security: security, timeout: 10)
