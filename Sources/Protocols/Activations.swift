@@ -199,18 +199,19 @@ extension PartyContext {
         let below = comparison.lessThan(
             inputs: xh.map { $0 & lowMask }, shifts: [0, bound & lowMask, (0 &- bound) & lowMask])
         let carryShares = carryKeys.lessThan(at: xh.map { $0 & carryMask })
-        var bits = [UInt64](repeating: 0, count: 3 * count)
+        var bits = [UInt8](repeating: 0, count: 3 * count)
+        let leads = self.leads
         for i in 0..<count {
             let top = effectiveParts(xh[i], m: m).top
             let topPlus = effectiveParts(xh[i] &+ bound, m: m).top
             let topMinus = effectiveParts(xh[i] &- bound, m: m).top
             let sign = (leads ? 1 ^ top : 0) ^ signConstant[i] ^ below[3 * i]
             let range = (leads ? topPlus ^ topMinus : 0) ^ rangeConstant[i] ^ below[3 * i + 1] ^ below[3 * i + 2]
-            bits[3 * i] = UInt64(sign)
-            bits[3 * i + 1] = UInt64(range)
-            bits[3 * i + 2] = UInt64(carryShares[i] ^ carryMaskShares[i])
+            bits[3 * i] = sign & 1
+            bits[3 * i + 1] = range & 1
+            bits[3 * i + 2] = (carryShares[i] ^ carryMaskShares[i]) & 1
         }
-        let revealedBits = try reconstruct(bits, bits: 1).map { UInt8($0) }
+        let revealedBits = try reconstructBits(bits)
         // Round 2.
         let combos = (0..<count).map { i -> UInt8 in
             let (sign, range, carry) = (revealedBits[3 * i], revealedBits[3 * i + 1], revealedBits[3 * i + 2])
