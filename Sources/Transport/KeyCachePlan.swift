@@ -13,9 +13,9 @@ import Foundation
 /// an evenly spread subset cached instead turns that into a steady demand of (1 − cached share) of the key rate,
 /// which the disk can meet (BERT-large: 32 GB of keys, about 15 GB of room; docs/performance.md).
 ///
-/// The files are cut into chunks as they are written (aligned to the chunk size); chunk i gets the value frac(i·φ) (a Weyl sequence, evenly
-/// spread for every prefix and every threshold), and the chunks with the smallest values stay, as many as the
-/// budget holds. A chunk that loses its place is written back and dropped from the cache (`POSIX_FADV_DONTNEED`
+/// The files are cut into chunks as they are written (aligned to the chunk size); chunk i gets the value frac(i·φ)
+/// (a Weyl sequence, evenly spread for every prefix and every threshold), and the chunks with the smallest values
+/// stay, as many as the budget holds. A chunk that loses its place is written back and dropped from the cache (`POSIX_FADV_DONTNEED`
 /// after `sync_file_range`), a few chunks later so the writer rarely waits for the disk. Only ever a cost, never
 /// a wrong byte: a dropped page is read from the file again.
 public final class KeyCachePlan: @unchecked Sendable {  // mutable state guarded by `lock`
