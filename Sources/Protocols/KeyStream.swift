@@ -82,7 +82,7 @@ public final class KeyStreamWriter {
     /// Bits, packed eight to a byte (not in a seeded gate).
     public func bits(_ values: [UInt8]) throws {
         precondition(gateRandom == nil, "a seeded gate's bits are uniformBits")
-        try emit(BitPacking.pack(values.map { UInt64($0) }, bits: 1))
+        try emit(BitPacking.packBits(values))
     }
 
     /// `count` uniform values below 2^`bits` for this party: expanded from the gate's seed (nothing is written), or

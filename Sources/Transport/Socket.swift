@@ -170,19 +170,25 @@ extension ByteStream {
         try sendAll(payload)
     }
 
-    /// Reads one frame; a length above `limit` is refused before any allocation.
-    func receiveFrame(limit: Int, timeout: Double) throws(TransportError) -> [UInt8] {
+    /// Reads a frame's length; one above `limit` is refused before any allocation.
+    private func receiveFrameLength(limit: Int, timeout: Double) throws(TransportError) -> Int {
         var header = [UInt8](repeating: 0, count: 8)
         try receiveAll(&header, timeout: timeout)
         let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
         guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
+        return Int(length)
+    }
+
+    /// Reads one frame; a length above `limit` is refused before any allocation.
+    func receiveFrame(limit: Int, timeout: Double) throws(TransportError) -> [UInt8] {
+        let length = try receiveFrameLength(limit: limit, timeout: timeout)
         // Not zero-filled first: a large frame would otherwise be written twice (and fault its pages in twice).
         var failure: TransportError?
-        let payload = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, initialized in
+        let payload = [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
             do throws(TransportError) {
                 try receiveAll(UnsafeMutableRawBufferPointer(buffer), timeout: timeout)
             } catch { failure = error }
-            initialized = Int(length)  // bytes (a trivial type): on failure they are discarded unread
+            initialized = length  // bytes (a trivial type): on failure they are discarded unread
         }
         if let failure { throw failure }
         return payload
@@ -190,13 +196,10 @@ extension ByteStream {
 
     /// Reads one frame into `buffer` (grown to fit, kept for the next); returns its length.
     func receiveFrame(into buffer: ReceiveBuffer, limit: Int, timeout: Double) throws(TransportError) -> Int {
-        var header = [UInt8](repeating: 0, count: 8)
-        try receiveAll(&header, timeout: timeout)
-        let length = header.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
-        guard length <= UInt64(limit) else { throw .frameTooLarge(Int(clamping: length), limit: limit) }
-        buffer.reserve(Int(length))
-        try receiveAll(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<Int(length)]), timeout: timeout)
-        return Int(length)
+        let length = try receiveFrameLength(limit: limit, timeout: timeout)
+        buffer.reserve(length)
+        try receiveAll(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<length]), timeout: timeout)
+        return length
     }
 
     func sendRaw(_ bytes: [UInt8]) throws(TransportError) { try sendAll(bytes) }

@@ -47,8 +47,8 @@ let usage = """
                                     measure the FSS core: AES, DPF comparison, LUT, key generation
       bench model --model NAME|DIR [--seq L] [--bits n] [--blocks B] [--stream-keys] [--json] [--report DIR]
                                     dealer, server, client as processes with random weights of a named shape
-                                    (--key-cache-budget BYTES: as the dealer's)
-                                    (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b)
+                                    (bert-tiny, bert-base, bert-large, gpt2, gpt-neo-1.3b, llama2-7b, llama2-13b);
+                                    --key-cache-budget BYTES as the dealer's
       bench layers [--json] [--only GeLU,softmax,…] [--reference-widths]
                                     GeLU, SiLU, softmax, LayerNorm, RMSNorm at GPT-2's shapes over loopback TCP,
                                     activation and softmax inputs at the widths GPT-2's range certificate proves
