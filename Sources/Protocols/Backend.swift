@@ -48,6 +48,9 @@ public protocol RingBackend: AnyObject {
         throws -> RingTensor
     /// x ⊙ y elementwise, one reveal (the result has scale 2f; truncate afterwards).
     func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor
+    /// x ⊙ y′ for y′ the compact y repeated as `broadcast` says (a value per row, or one row over all rows): the
+    /// keys share y's masks once per value of y, two words per element instead of three. One reveal.
+    func mul(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast) throws -> RingTensor
     /// TR_{n,f}: the top n − f bits of x (logical), as an (n−f)-bit value.
     func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor
     /// ARS_{n,f} for x in [−2^{n−2}, 2^{n−2}) (SIGMA's GapARS): cheaper than the faithful shift.
@@ -70,8 +73,9 @@ public protocol RingBackend: AnyObject {
     func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
     /// Σ x² over rows of `k`, revealed per row only (`Norms.swift`).
     func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor
-    /// Σ x² over rows of `k` (as `sumOfSquares`) and x ⊙ y (as `mul`), revealed in one round (`Norms.swift`).
-    func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+    /// Σ x² over rows of `k` (as `sumOfSquares`) and x ⊙ y′ for y one row of k values repeated over the rows (as
+    /// `mul(_:_:broadcast:)`), one gate revealed in one round (`Norms.swift`).
+    func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
         squares: RingTensor, product: RingTensor
     )
     /// 1/√v from the 13-bit float form of v, 1 ≤ v < 2^{n−1} (`Norms.swift`).

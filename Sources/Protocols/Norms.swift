@@ -6,6 +6,7 @@ import Ring
 // reference hands this step to a second, CPU library).
 
 private let sumOfSquaresTag = GateTag("SSQR")
+private let squaresAndProductTag = GateTag("SSQP")
 private let reciprocalSqrtTag = GateTag("RSQT")
 
 /// The table of 1/√(s/k) from the 13-bit float form of v = s + 1: v ≈ 2^e·(1 + m/128) with a 6-bit exponent e and
@@ -52,6 +53,12 @@ extension Cleartext {
         return RingTensor(ring: x.ring, shape: [rows], values: sums)
     }
 
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        (try sumOfSquares(x, rowLength: k), try mul(x, y, broadcast: .columns))
+    }
+
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         let n = v.ring.bitwidth
         let values = v.values.map { value -> UInt64 in
@@ -73,11 +80,37 @@ extension Dealer {
         try beginGate(sumOfSquaresTag, count: x.count)
         let outputMasks = randomWords(rows, ring: ring)
         try share(x.values, bits: ring.bitwidth)
-        try share(
-            (0..<rows).map { row in
-                (0..<k).reduce(outputMasks[row]) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & ring.mask
-            }, bits: ring.bitwidth)
+        try share(squareSumsPlus(outputMasks, x, rowLength: k), bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: [rows], values: outputMasks)
+    }
+
+    /// Σ_j r_j² + r_out per row.
+    private func squareSumsPlus(_ outputMasks: [UInt64], _ x: RingTensor, rowLength k: Int) -> [UInt64] {
+        (0..<outputMasks.count).map { row in
+            (0..<k).reduce(outputMasks[row]) { $0 &+ x.values[row * k + $1] &* x.values[row * k + $1] } & x.ring.mask
+        }
+    }
+
+    /// Both gates as one: the shares of R_X serve the squares and the product, and R_Y (one row of k) is shared
+    /// once per column.
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) {
+        let ring = x.ring
+        precondition(y.count == k, "one y value per column")
+        try beginGate(squaresAndProductTag, count: x.count)
+        let squareMasks = randomWords(x.count / k, ring: ring)
+        let productMasks = randomWords(x.count, ring: ring)
+        try share(x.values, bits: ring.bitwidth)
+        try share(squareSumsPlus(squareMasks, x, rowLength: k), bits: ring.bitwidth)
+        try share(y.values, bits: ring.bitwidth)
+        try share(
+            (0..<x.count).map { (x.values[$0] &* y.values[$0 % k] &+ productMasks[$0]) & ring.mask },
+            bits: ring.bitwidth)
+        return (
+            RingTensor(ring: ring, shape: [x.count / k], values: squareMasks),
+            RingTensor(ring: ring, shape: x.shape, values: productMasks)
+        )
     }
 
     /// 1/√ from the 13-bit float form (see `PartyContext.reciprocalSqrt`), for 1 ≤ v < 2^{n−1}.
@@ -127,12 +160,19 @@ extension PartyContext {
     }
 
     /// Both gates' shares, one message.
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
         squares: RingTensor, product: RingTensor
     ) {
         let bits = x.ring.bitwidth
-        let squares = try sumOfSquaresShares(x, rowLength: k)
-        let product = try mulShares(x, y)
+        try keys.expectGate(squaresAndProductTag, count: x.count)
+        let masks = try keys.words(x.count, bits: bits)
+        let constants = try keys.words(x.count / k, bits: bits)
+        let columnMasks = try keys.words(y.count, bits: bits)
+        let c = try keys.words(x.count, bits: bits)
+        let squares = squareSumShares(x, rowLength: k, masks: masks, constants: constants)
+        let product = broadcastProductShares(
+            x.values, masks, compact: y.values, compactMasks: columnMasks, broadcast: .columns, constants: c,
+            ring: x.ring)
         let revealed = try reconstructMany([(squares, bits), (product, bits)])
         return (
             RingTensor(ring: x.ring, shape: [x.count / k], values: revealed[0]),
@@ -142,11 +182,18 @@ extension PartyContext {
 
     /// This party's share of Σ x² + r_out per row (the gate without its reveal).
     func sumOfSquaresShares(_ x: RingTensor, rowLength k: Int) throws -> [UInt64] {
+        try keys.expectGate(sumOfSquaresTag, count: x.count)
+        let masks = try keys.words(x.count, bits: x.ring.bitwidth)
+        let constants = try keys.words(x.count / k, bits: x.ring.bitwidth)
+        return squareSumShares(x, rowLength: k, masks: masks, constants: constants)
+    }
+
+    /// Σ_j x̂_j²·[b = 0] − 2·[r_j]·x̂_j + [Σ r_j² + r_out] per row.
+    private func squareSumShares(_ x: RingTensor, rowLength k: Int, masks: [UInt64], constants constant: [UInt64])
+        -> [UInt64]
+    {
         let ring = x.ring
         let rows = x.count / k
-        try keys.expectGate(sumOfSquaresTag, count: x.count)
-        let masks = try keys.words(x.count, bits: ring.bitwidth)
-        let constant = try keys.words(rows, bits: ring.bitwidth)
         return (0..<rows).map { row -> UInt64 in
             var sum = constant[row]
             for j in 0..<k {
@@ -232,14 +279,6 @@ extension PartyContext {
 }
 
 extension RingBackend {
-    /// The two gates one after the other (the cleartext backend; the dealer, whose keys are then in the order a
-    /// party reads them); a party overrides it to reveal both in one message.
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, times y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
-    ) {
-        (try sumOfSquares(x, rowLength: k), try mul(x, y))
-    }
-
     /// LayerNorm over rows of `k` (SIGMA Fig. 12): μ by an ARS, z = x − μ, s = Σ z² (revealed per row),
     /// t = 1/√(s/k) from the 13-bit float form, then z·t·γ + β (see `normalize`). x, γ at scale f, β at scale 2f, in
     /// n bits. `certified`: a range certificate bounds the row sums and the output (`RangeEvaluator`), so μ is
@@ -302,15 +341,14 @@ extension RingBackend {
         guard certified else {
             let squares = try sumOfSquares(z, rowLength: k)
             let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
-            let q = try gapARS(try mul(z, broadcastRows(t, rowLength: k)), by: f)
-            var scaled = try mul(q, broadcastColumns(gamma, rows: rows))
+            let q = try gapARS(try mul(z, t, broadcast: .rows(rows, length: k)), by: f)
+            var scaled = try mul(q, gamma, broadcast: .columns)
             if let beta { scaled = add(scaled, broadcastColumns(beta, rows: rows)) }
             return try gapARS(scaled, by: f)
         }
-        let (squares, scaledByGamma) = try sumOfSquaresAndProduct(
-            z, rowLength: k, times: broadcastColumns(gamma, rows: rows))
+        let (squares, scaledByGamma) = try sumOfSquaresAndProduct(z, rowLength: k, timesColumns: gamma)
         let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
-        var scaled = try mul(scaledByGamma, broadcastRows(t, rowLength: k))
+        var scaled = try mul(scaledByGamma, t, broadcast: .rows(rows, length: k))
         if let beta { scaled = add(scaled, multiply(broadcastColumns(beta, rows: rows), byConstant: 1 << UInt64(f))) }
         return try gapARS(scaled, by: 2 * f)
     }

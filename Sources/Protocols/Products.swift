@@ -10,6 +10,49 @@ import Ring
 
 private let matmulTag = GateTag("MATM")
 private let mulTag = GateTag("MULT")
+private let broadcastMulTag = GateTag("MULB")
+
+/// How a compact operand y repeats over a tensor of rows laid end to end, for `mul(_:_:broadcast:)`.
+public enum Broadcast: Sendable, Equatable {
+    /// y[r] over all of row r, for rows of these lengths (LayerNorm's 1/σ, softmax's row inverse).
+    case rows(lengths: [Int])
+    /// y, one row of y.count values, over every row (LayerNorm's γ).
+    case columns
+
+    /// Rows of one length.
+    public static func rows(_ count: Int, length: Int) -> Broadcast {
+        .rows(lengths: [Int](repeating: length, count: count))
+    }
+
+    /// y repeated out to `count` values.
+    public func expand(_ y: [UInt64], count: Int) -> [UInt64] {
+        [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
+            forEachRun(count: count, compact: y.count) { range, index in
+                for i in range { out[i] = y[index(i)] }
+            }
+            initialized = count
+        }
+    }
+
+    /// Calls `body` with runs of elements and, for each element of a run, the index of its y value (one value per
+    /// run for rows, consecutive values for columns).
+    func forEachRun(count: Int, compact: Int, _ body: (Range<Int>, (Int) -> Int) -> Void) {
+        switch self {
+        case .rows(let lengths):
+            precondition(lengths.count == compact && lengths.reduce(0, +) == count, "one y value per row")
+            var start = 0
+            for (row, length) in lengths.enumerated() {
+                body(start..<(start + length), { _ in row })
+                start += length
+            }
+        case .columns:
+            precondition(compact > 0 && count % compact == 0, "whole rows of y.count values")
+            for start in stride(from: 0, to: count, by: compact) {
+                body(start..<(start + compact), { $0 - start })
+            }
+        }
+    }
+}
 
 extension Cleartext {
     public func matmul(_ x: RingTensor, _ w: RingTensor, m: Int, k: Int, n: Int, batch: Int) throws -> RingTensor {
@@ -19,6 +62,10 @@ extension Cleartext {
 
     public func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor {
         RingTensor(ring: x.ring, shape: x.shape, values: zip(x.values, y.values).map { $0 &* $1 })
+    }
+
+    public func mul(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast) throws -> RingTensor {
+        try mul(x, RingTensor(ring: y.ring, shape: x.shape, values: broadcast.expand(y.values, count: x.count)))
     }
 }
 
@@ -41,6 +88,18 @@ extension Dealer {
         try share(x.values, bits: ring.bitwidth)
         try share(y.values, bits: ring.bitwidth)
         try share((0..<x.count).map { (x.values[$0] &* y.values[$0] &+ maskZ[$0]) & ring.mask }, bits: ring.bitwidth)
+        return RingTensor(ring: ring, shape: x.shape, values: maskZ)
+    }
+
+    /// Shares of R_X per element, of R_Y once per value of y, and of C = R_X ⊙ R_Y′ + R_Z per element.
+    public func mul(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast) throws -> RingTensor {
+        let ring = x.ring
+        try beginGate(broadcastMulTag, count: x.count)
+        let maskZ = randomWords(x.count, ring: ring)
+        let maskY = broadcast.expand(y.values, count: x.count)
+        try share(x.values, bits: ring.bitwidth)
+        try share(y.values, bits: ring.bitwidth)
+        try share((0..<x.count).map { (x.values[$0] &* maskY[$0] &+ maskZ[$0]) & ring.mask }, bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: x.shape, values: maskZ)
     }
 }
@@ -78,6 +137,36 @@ extension PartyContext {
             let yh = y.values[i]
             let publicTerm = leads ? xh &* yh : 0
             return (publicTerm &- xh &* maskY[i] &- maskX[i] &* yh &+ c[i]) & ring.mask
+        }
+    }
+
+    public func mul(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast) throws -> RingTensor {
+        let bits = x.ring.bitwidth
+        try keys.expectGate(broadcastMulTag, count: x.count)
+        let maskX = try keys.words(x.count, bits: bits)
+        let maskY = try keys.words(y.count, bits: bits)
+        let c = try keys.words(x.count, bits: bits)
+        let shares = broadcastProductShares(
+            x.values, maskX, compact: y.values, compactMasks: maskY, broadcast: broadcast, constants: c, ring: x.ring)
+        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: bits))
+    }
+
+    /// Shares of x ⊙ y′ + r_out, y′ being y repeated as `broadcast` says: x̂·(ŷ′·[b = 0] − [R_Y]′) − [R_X]·ŷ′ + [C],
+    /// the first factor computed once per value of y.
+    func broadcastProductShares(
+        _ x: [UInt64], _ maskX: [UInt64], compact y: [UInt64], compactMasks maskY: [UInt64], broadcast: Broadcast,
+        constants c: [UInt64], ring: Ring
+    ) -> [UInt64] {
+        let factor = zip(y, maskY).map { leads ? $0 &- $1 : 0 &- $1 }
+        let mask = ring.mask
+        return [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
+            broadcast.forEachRun(count: x.count, compact: y.count) { range, index in
+                for i in range {
+                    let j = index(i)
+                    out[i] = (x[i] &* factor[j] &- maskX[i] &* y[j] &+ c[i]) & mask
+                }
+            }
+            initialized = x.count
         }
     }
 }

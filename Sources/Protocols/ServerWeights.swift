@@ -285,6 +285,9 @@ public class WeightCollector: RingBackend {
         _ x: RingTensor, _ w: MaskedServerWeights, m: Int, k: Int, n: Int, bias: [UInt64]?
     ) throws -> RingTensor { zeros(x.ring, [m, n]) }
     public func mul(_ x: RingTensor, _ y: RingTensor) throws -> RingTensor { zeros(x.ring, x.shape) }
+    public func mul(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast) throws -> RingTensor {
+        zeros(x.ring, x.shape)
+    }
     public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
         zeros(Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f)), x.shape)
     }
@@ -307,6 +310,9 @@ public class WeightCollector: RingBackend {
     public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
         zeros(x.ring, [x.count / k])
     }
+    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
+        squares: RingTensor, product: RingTensor
+    ) { (zeros(x.ring, [x.count / k]), zeros(x.ring, x.shape)) }
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         zeros(v.ring, v.shape)
     }

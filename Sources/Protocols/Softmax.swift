@@ -201,8 +201,7 @@ extension RingBackend {
         let index = try truncateReduce(rounded, by: f - 6)
         let inverse = try lookup(
             index, table: SoftmaxTables.inverse(bits: index.ring.bitwidth, scale: f), output: ring)
-        let broadcastInverse = RingTensor(ring: ring, shape: x.shape, values: rowOf.map { inverse.values[$0] })
-        return try roundingShift(try mul(e, broadcastInverse), by: f)
+        return try roundingShift(try mul(e, inverse, broadcast: .rows(lengths: rowLengths)), by: f)
     }
 
     /// GapARS after adding half of the dropped unit (a public constant, so free): rounds to nearest instead of

@@ -55,6 +55,36 @@ struct ProtocolTests {
         #expect(runs.clear.values[0] == (z00 &* zb00) & ring.mask)
     }
 
+    @Test(
+        "Mul with a broadcast operand: a value per row (rows of unequal lengths) and one row over all rows",
+        arguments: bitwidths)
+    func broadcastProducts(bits: Int) throws {
+        let ring = Ring(bitwidth: bits)
+        var values = TestValues(seed: 3)
+        let lengths = [1, 4, 3, 4]  // 12 elements, also 3 rows of 4 columns
+        let x = values.signed(12, magnitudeBits: bits - 1, ring: ring)
+        let perRow = values.signed(4, magnitudeBits: bits - 1, ring: ring)
+        let perColumn = values.signed(4, magnitudeBits: bits - 1, ring: ring)
+        let runs = try runEverywhere { b -> [RingTensor] in
+            let xs = try b.inputFromClient(x, shape: [12], ring: ring)
+            let rows = try b.inputFromServer(perRow, shape: [4], ring: ring)
+            let columns = try b.inputFromServer(perColumn, shape: [4], ring: ring)
+            return [
+                try b.mul(xs, rows, broadcast: .rows(lengths: lengths)),
+                try b.mul(xs, columns, broadcast: .columns),
+            ]
+        }
+        #expect(runs.p0 == runs.p1)
+        let rowOf = [0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3]
+        let byRow: [UInt64] = (0..<12).map { i in (x[i] &* perRow[rowOf[i]]) & ring.mask }
+        let byColumn: [UInt64] = (0..<12).map { i in (x[i] &* perColumn[i % 4]) & ring.mask }
+        let expected = [byRow, byColumn]
+        #expect(runs.clear.map(\.values) == expected)
+        for (i, want) in expected.enumerated() {
+            #expect(zip(runs.p0[i].values, runs.masks[i].values).map { ($0 &- $1) & ring.mask } == want)
+        }
+    }
+
     @Test("TR, GapARS and faithful ARS", arguments: bitwidths, [1, 6, 12])
     func truncations(bits: Int, f: Int) throws {
         let ring = Ring(bitwidth: bits)
