@@ -166,7 +166,7 @@ static int detect_backend(sigma_aes_backend backend) {
                os_saves(0x6);  // VAES, AVX2, XMM+YMM state
     case SIGMA_AES_VAES512:
         return detect_backend(SIGMA_AES_VAES256) && cpu_has(7, 0, 1, 16) && cpu_has(7, 0, 1, 30) &&
-               os_saves(0xe6);  // AVX-512F, AVX-512BW, opmask+ZMM state
+               cpu_has(7, 0, 1, 8) && os_saves(0xe6);  // AVX-512F, AVX-512BW, BMI2 (the DPF pass), opmask+ZMM state
 #endif
     default:
         return 0;

@@ -213,38 +213,39 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// Level-by-level evaluation with VAES, for a chunk of points whose seeds and comparison accumulators (32 bytes a
-// point) stay in L2. Within a level, groups of 16 points are independent, so the out-of-order core overlaps one
+// Level-by-level evaluation with VAES, for a chunk of points whose seeds and state (17 bytes a point) stay in L2. Within a level, groups of 16 points are independent, so the out-of-order core overlaps one
 // group's AES latency with the next group's work, and each level's correction words stream sequentially from the
 // key. (A depth-first variant that kept 16 seeds in registers across all levels was latency-bound: 2.5 against
 // 0.9 ns a block.) Two level passes share the drivers below: VAES on ymm (AVX2: 16 registers, so round keys and
 // AES inputs spill) and VAES on zmm (AVX-512: 32 registers hold the round keys, four blocks a register, opmasks
-// select tweaks and corrections, ternary logic folds sigma, the tweak and the first and last round keys).
+// select tweaks and corrections, ternary logic folds sigma, the tweak and the first and last round keys, and the
+// control bits are kept in general-purpose registers).
 #define GROUP 16
 #define EVAL_CHUNK 2048
 #define TARGET_VAES256 __attribute__((target("aes,vaes,avx2")))
-#define TARGET_VAES512 __attribute__((target("aes,vaes,avx512f,avx512bw")))
+#define TARGET_VAES512 __attribute__((target("aes,vaes,avx512f,avx512bw,bmi2")))
 
 // Which key point i of a level pass uses: first_key + key_of[i] (any order), first_key + i, or first_key + i / 2
 // (two points a key, as the extra points of a three-shift evaluation).
 enum { LAYOUT_KEYED = 0, LAYOUT_SINGLE = 1, LAYOUT_PAIRS = 2 };
 
-// One level for `count` points (a multiple of GROUP). Point i's seed is at seeds + 16i and its comparison
-// accumulator (bit 0) at acc + 16i, both 64-byte aligned arrays. Point i uses key first_key + i when key_of is
-// NULL, else first_key + key_of[i] (any order). At the leaf level point i's share goes to
-// out[out_index ? out_index[i] : i].
+// One level for `count` points (a multiple of GROUP). Point i's seed is at seeds + 16i (a 64-byte aligned array)
+// and its state byte at state[i]: bit 0 the comparison accumulator; the zmm pass also keeps the control bit in bit
+// 1 and its seed's pending bit-0 flip in bit 2 (see there), the ymm pass reads the control bit from the seed. Point
+// i uses key first_key + i when key_of is NULL, else first_key + key_of[i] (any order). At the leaf level point i's
+// share goes to out[out_index ? out_index[i] : i].
 typedef void (*level_pass_fn)(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,
-                              const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *acc, size_t count,
+                              const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *state, size_t count,
                               uint8_t *out, const uint32_t *out_index);
 
-// The leaf level's last step for one group, from the leaves, the last seeds and the accumulators (two words a
-// point).
-static inline void finish_group(const uint64_t *x, const uint64_t *leaf_words, const uint64_t *seed_words,
-                                const uint64_t *acc_words, int comparison, uint8_t *out, const uint32_t *out_index) {
+// The leaf level's last step for one group, from the leaves (two words a point) and, one bit a point, the last
+// seeds' control bits and the accumulators.
+static inline void finish_group(const uint64_t *x, const uint64_t *leaf_words, uint32_t control, uint32_t acc,
+                                int comparison, uint8_t *out, const uint32_t *out_index) {
     for (int i = 0; i < GROUP; i++) {
         block leaf = {leaf_words[2 * i], leaf_words[2 * i + 1]};
         out[out_index ? out_index[i] : (size_t)i] =
-            finish_point(x[i], leaf, seed_words[2 * i], acc_words[2 * i], comparison);
+            finish_point(x[i], leaf, (control >> i) & 1, (acc >> i) & 1, comparison);
     }
 }
 
@@ -252,7 +253,7 @@ static inline void finish_group(const uint64_t *x, const uint64_t *leaf_words, c
 // each instantiation, so the per-pair loops unroll fully.
 static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes256(
     const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x, const uint32_t *key_of,
-    size_t first_key, uint8_t *seed_bytes, uint8_t *acc_bytes, size_t count, uint8_t *out,
+    size_t first_key, uint8_t *seed_bytes, uint8_t *state, size_t count, uint8_t *out,
     const uint32_t *out_index, const int comparison, const int single) {
     const __m256i high_mask = _mm256_set_epi64x(-1, 0, -1, 0);
     // [d0, 0, d1, 0] for the four direction pairs of two blocks.
@@ -264,7 +265,7 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
             (long long)prg->sigma_tweaks[combo & 1][1], (long long)prg->sigma_tweaks[combo & 1][0]);
     for (int r = 0; r < 11; r++)
         rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
-    __m256i *seeds = (__m256i *)(void *)seed_bytes, *acc = (__m256i *)(void *)acc_bytes;
+    __m256i *seeds = (__m256i *)(void *)seed_bytes;
     const unsigned depth = keys->input_bits - 7;
     const int leaf_level = level == depth;
     const __m128i to_sign = _mm_cvtsi32_si128((int)(63 - (keys->input_bits - level)));
@@ -272,7 +273,7 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
                                       : (const uint8_t *)keys->levels + (level - 1) * keys->level_stride;
     const uint8_t *deltas = leaf_level ? NULL : keys->deltas + (level - 1) * keys->delta_stride;
     for (size_t j = 0; j < count; j += GROUP) {
-        __m256i *v = seeds + j / 2, *accumulator = acc + j / 2;
+        __m256i *v = seeds + j / 2;
         unsigned selectors = 0;
 #pragma clang loop unroll(full)
         for (int q = 0; q < GROUP / 4; q++) {
@@ -320,15 +321,23 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
                 __m256i o = _mm256_xor_si256(
                     h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
                                                             _mm256_castsi256_pd(t))));
-                if (comparison)
-                    accumulator[u] =
-                        _mm256_xor_si256(accumulator[u], _mm256_andnot_si256(dirs, _mm256_xor_si256(v[u], o)));
+                if (comparison) {  // the right sibling of a left-going point: parent ^ child control bit
+                    unsigned changed = (unsigned)(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_slli_epi64(v[u], 63))) ^
+                                                  _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_slli_epi64(o, 63))));
+                    unsigned left = ~(selectors >> (2 * u));
+                    state[j + 2 * u] ^= (uint8_t)(changed & left & 1);
+                    state[j + 2 * u + 1] ^= (uint8_t)((changed >> 2) & (left >> 1) & 1);
+                }
                 v[u] = o;
             }
         } else {
-            uint64_t leaf_words[2 * GROUP], seed_words[2 * GROUP], acc_words[2 * GROUP];
+            uint64_t leaf_words[2 * GROUP];
+            uint32_t control = 0, accumulators = 0;
+            for (int i = 0; i < GROUP; i++) accumulators |= (uint32_t)(state[j + i] & 1) << i;
 #pragma clang loop unroll(full)
             for (int u = 0; u < GROUP / 2; u++) {
+                unsigned bits = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_slli_epi64(v[u], 63)));
+                control |= ((bits & 1) | ((bits >> 1) & 2)) << (2 * u);
                 __m256i h = _mm256_xor_si256(_mm256_aesenclast_epi128(a[u], rk[10]), y[u]);
                 unsigned d0 = (selectors >> (2 * u)) & 1, d1 = (selectors >> (2 * u + 1)) & 1;
                 size_t k0 = first_key + (single ? j + 2 * u : key_of[j + 2 * u]);
@@ -341,50 +350,79 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
                     h, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_setzero_pd(), _mm256_castsi256_pd(c),
                                                             _mm256_castsi256_pd(t))));
                 _mm256_storeu_si256((__m256i *)(leaf_words + 4 * u), leaf);
-                _mm256_storeu_si256((__m256i *)(seed_words + 4 * u), v[u]);
-                _mm256_storeu_si256((__m256i *)(acc_words + 4 * u), accumulator[u]);
             }
-            finish_group(x + j, leaf_words, seed_words, acc_words, comparison, out + (out_index ? 0 : j),
+            finish_group(x + j, leaf_words, control, accumulators, comparison, out + (out_index ? 0 : j),
                          out_index ? out_index + j : NULL);
         }
     }
 }
 
-// The zmm pass: four points a register. The selections are opmasks: both_lanes[m] spreads a 4-bit block mask to
-// both 64-bit lanes of each block, low_lanes[m] to the low lane only (where the control bit lives). The AES
-// input sigma(v) ^ tweak and the last round key rk10 ^ sigma(v) ^ tweak (so that aesenclast also adds the
-// feed-forward y) are one ternary-logic instruction each.
+// The zmm pass: four points a register, four registers a step. Zen 4 retires one zmm aesenc per cycle (latency
+// 4; batched ECB: 1.45 G blocks/s), so the AES unit is not what limits the pass: the other vector and opmask work
+// per register is, and every operation taken out of it shows (C changes measured with `sigma bench fss`,
+// aes_efficiency_38 with keys in L2). The control bits and the comparison accumulator therefore live in
+// general-purpose registers, one bit a point (bit 4u + i for point i of register u), and in a state byte a point
+// between levels; per register the vector side is sigma, the tweak, the first and last round keys, the correction
+// under the control mask and one test for the child's stored bit 0 (0.46 -> 0.54 with these and four registers a
+// step instead of eight, whose 16 live AES registers spilled the last round keys; without the tweak's opmask 0.68,
+// without the correction and the test 0.69 — the floor of this structure).
+//
+// The right child's control-bit correction delta costs no vector operation: the stored seed is the child before
+// it (bit 0 off by m = t·d·delta, kept in the state byte), and since tau_1 = e_0 (the unit in bit 0; checked where
+// the pass is chosen), the next level's AES input sigma(v ^ m·e_0 ^ tau_d) = sigma(v ^ tau_{d^m}) only needs the
+// tweak of direction d ^ m. So the keys and the seeds' meaning are those of every other evaluator; only the stored
+// bit 0 lags by a level.
+//
+// both_lanes[m] spreads a 4-bit block mask to both 64-bit lanes of each block.
 static const uint8_t both_lanes[16] = {0x00, 0x03, 0x0c, 0x0f, 0x30, 0x33, 0x3c, 0x3f,
                                        0xc0, 0xc3, 0xcc, 0xcf, 0xf0, 0xf3, 0xfc, 0xff};
-static const uint8_t low_lanes[16] = {0x00, 0x01, 0x04, 0x05, 0x10, 0x11, 0x14, 0x15,
-                                      0x40, 0x41, 0x44, 0x45, 0x50, 0x51, 0x54, 0x55};
 
 // The fixed inputs of a zmm level pass, in registers.
 typedef struct {
-    __m512i rk[11], tweak0, tweak1, high_lanes, low_one, one, direction_bit;
+    __m512i rk[11], tweak1, high_lanes, low_one;
 } zmm_constants;
 
-// Points j ... j + 4Z − 1 of a zmm level pass (Z registers of four points). Zen 4 retires one zmm aesenc per cycle
-// (latency 4), so four independent registers already saturate it: batched ECB gives 1.45 G blocks/s with 4, 8 or
-// 12 registers in flight. What limits this pass is the other work per register (about 30 instructions of sigma,
-// tweak, correction, control bit, accumulator, loads and stores, half of them scalar mask bookkeeping): Z = 8
-// measured 9 % faster than Z = 12 (spilled round keys) and level with Z = 4.
+// Bit `bit` of `points` state bytes (a multiple of 8), one bit a point.
+static inline __attribute__((always_inline)) TARGET_VAES512 uint32_t state_bits(const uint8_t *state, int points,
+                                                                                 int bit) {
+    uint32_t bits = 0;
+    for (int q = 0; q < points / 8; q++) {
+        uint64_t word;
+        memcpy(&word, state + 8 * q, 8);
+        bits |= (uint32_t)_pext_u64(word, 0x0101010101010101ull << bit) << (8 * q);
+    }
+    return bits;
+}
+
+static inline __attribute__((always_inline)) TARGET_VAES512 void store_state(uint8_t *state, int points,
+                                                                             uint32_t acc, uint32_t t, uint32_t m) {
+    for (int q = 0; q < points / 8; q++) {
+        uint64_t word = _pdep_u64((acc >> (8 * q)) & 0xff, 0x0101010101010101ull) |
+                        _pdep_u64((t >> (8 * q)) & 0xff, 0x0202020202020202ull) |
+                        _pdep_u64((m >> (8 * q)) & 0xff, 0x0404040404040404ull);
+        memcpy(state + 8 * q, &word, 8);
+    }
+}
+
+// Points j ... j + 4Z − 1 of a zmm level pass (Z registers of four points).
 static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
-    const zmm_constants *k, const uint8_t *words, const uint8_t *deltas,
-    const int leaf_level, const uint64_t *x, const uint32_t *key_of, size_t first_key, __m512i *v,
-    __m512i *accumulator, size_t j, uint8_t *out, const uint32_t *out_index, const int comparison, const int layout,
-    const int Z) {
+    const zmm_constants *k, const uint8_t *words, const uint8_t *deltas, const int leaf_level, const uint64_t *x,
+    const __m512i direction_bit, const uint32_t *key_of, size_t first_key, __m512i *v, uint8_t *state, size_t j,
+    uint8_t *out, const uint32_t *out_index, const int comparison, const int layout, const int Z) {
     const int single = layout == LAYOUT_SINGLE, pairs = layout == LAYOUT_PAIRS;
-    uint64_t right = 0;  // bit i: point j + i goes right at this level
+    uint32_t right = 0;  // bit i: point j + i goes right at this level
 #pragma clang loop unroll(full)
     for (int q = 0; q < Z / 2; q++)
-        right |= (uint64_t)_mm512_test_epi64_mask(_mm512_loadu_si512((const void *)(x + j + 8 * q)), k->direction_bit)
+        right |= (uint32_t)_mm512_test_epi64_mask(_mm512_loadu_si512((const void *)(x + j + 8 * q)), direction_bit)
                  << (8 * q);
+    const uint32_t t = state_bits(state + j, 4 * Z, 1), flip = state_bits(state + j, 4 * Z, 2);
+    uint32_t acc = comparison ? state_bits(state + j, 4 * Z, 0) : 0;
+    const uint32_t tweak_right = right ^ flip;
     __m512i a[8], last_key[8];
 #pragma clang loop unroll(full)
     for (int u = 0; u < Z; u++) {
         __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(v[u], 0x4E), v[u], k->high_lanes, 0x78);
-        __m512i tweak = _mm512_mask_blend_epi64(both_lanes[(right >> (4 * u)) & 15], k->tweak0, k->tweak1);
+        __m512i tweak = _mm512_maskz_mov_epi64(both_lanes[(tweak_right >> (4 * u)) & 15], k->tweak1);  // tau_0 = 0
         a[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[0], 0x96);
         last_key[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[10], 0x96);
     }
@@ -393,31 +431,24 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
 #pragma clang loop unroll(full)
         for (int u = 0; u < Z; u++) a[u] = _mm512_aesenc_epi128(a[u], k->rk[r]);
     if (!leaf_level) {
-        uint64_t delta = 0;  // bit i: the key of point j + i has t_R ^ t_L set
+        uint32_t delta = 0;  // bit i: the key of point j + i has t_R ^ t_L set
         if (single) {
             const size_t first = first_key + j;
-            uint64_t window;  // 57 ... 64 bits: the group's 48 at most, shifted; within the 4 readable bytes
+            uint64_t window;  // the group's 32 bits at most, shifted; within the readable bytes
             memcpy(&window, deltas + (first >> 3), 8);
-            delta = window >> (first & 7);
+            delta = (uint32_t)(window >> (first & 7));
         } else if (pairs) {
             const size_t first = first_key + j / 2;
             uint32_t window;
-            memcpy(&window, deltas + (first >> 3), 4);  // 25 ... 32 bits: the group's 24 keys at most, shifted
-            uint64_t bits = (window >> (first & 7)) & 0xffffff;
-            // Each key's bit to both of its points: spread to the even positions, then copy to the odd.
-            bits = (bits | bits << 16) & 0x0000ffff0000ffffull;
-            bits = (bits | bits << 8) & 0x00ff00ff00ff00ffull;
-            bits = (bits | bits << 4) & 0x0f0f0f0f0f0f0f0full;
-            bits = (bits | bits << 2) & 0x3333333333333333ull;
-            bits = (bits | bits << 1) & 0x5555555555555555ull;
-            delta = bits | bits << 1;
+            memcpy(&window, deltas + (first >> 3), 4);  // 25 ... 32 bits: the group's 16 keys at most, shifted
+            delta = (uint32_t)_pdep_u32((window >> (first & 7)) & 0xffff, 0x55555555u) * 3;  // each key's bit twice
         } else {
             for (int i = 0; i < 4 * Z; i++) {
                 size_t key = first_key + key_of[j + i];
-                delta |= (uint64_t)((deltas[key >> 3] >> (key & 7)) & 1) << i;
+                delta |= (uint32_t)((deltas[key >> 3] >> (key & 7)) & 1) << i;
             }
         }
-        delta &= right;
+        uint64_t raw = 0;  // the children's stored bit 0, at the even bits of each register's byte
 #pragma clang loop unroll(full)
         for (int u = 0; u < Z; u++) {
             __m512i h = _mm512_aesenclast_epi128(a[u], last_key[u]);
@@ -435,16 +466,16 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[2]))), 2);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[3]))), 3);
             }
-            c = _mm512_mask_xor_epi64(c, low_lanes[(delta >> (4 * u)) & 15], c, k->one);
-            unsigned control = (unsigned)_mm512_test_epi64_mask(v[u], k->low_one);
-            __m512i o = _mm512_mask_xor_epi64(h, (__mmask8)(control | control << 1), h, c);
-            if (comparison)
-                accumulator[u] = _mm512_mask_ternarylogic_epi64(
-                    accumulator[u], (__mmask8)~both_lanes[(right >> (4 * u)) & 15], v[u], o, 0x96);
+            __m512i o = _mm512_mask_xor_epi64(h, both_lanes[(t >> (4 * u)) & 15], h, c);
+            raw |= (uint64_t)_mm512_test_epi64_mask(o, k->low_one) << (8 * u);
             v[u] = o;
         }
+        const uint32_t child_flip = t & right & delta;
+        const uint32_t child_t = (uint32_t)_pext_u64(raw, 0x5555555555555555ull) ^ child_flip;
+        if (comparison) acc ^= (t ^ child_t) & ~right;  // the left-going points' right siblings
+        store_state(state + j, 4 * Z, acc, child_t, child_flip);
     } else {
-        uint64_t leaf_words[2 * GROUP], seed_words[2 * GROUP], acc_words[2 * GROUP];
+        uint64_t leaf_words[2 * GROUP];
         for (int half = 0; half < Z / 4; half++) {
 #pragma clang loop unroll(full)
             for (int w = 0; w < 4; w++) {
@@ -460,38 +491,32 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[1]), 1);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[2]), 2);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[3]), 3);
-                unsigned control = (unsigned)_mm512_test_epi64_mask(v[u], k->low_one);
-                __m512i leaf = _mm512_mask_xor_epi64(h, (__mmask8)(control | control << 1), h, c);
+                __m512i leaf = _mm512_mask_xor_epi64(h, both_lanes[(t >> (4 * u)) & 15], h, c);
                 _mm512_storeu_si512((void *)(leaf_words + 8 * w), leaf);
-                _mm512_storeu_si512((void *)(seed_words + 8 * w), v[u]);
-                _mm512_storeu_si512((void *)(acc_words + 8 * w), accumulator[u]);
             }
             const size_t first = j + GROUP * half;
-            finish_group(x + first, leaf_words, seed_words, acc_words, comparison, out + (out_index ? 0 : first),
-                         out_index ? out_index + first : NULL);
+            finish_group(x + first, leaf_words, (t >> (GROUP * half)) & 0xffff, (acc >> (GROUP * half)) & 0xffff,
+                         comparison, out + (out_index ? 0 : first), out_index ? out_index + first : NULL);
         }
     }
 }
 
-// The zmm pass: 32 points a step (16 for a last half step).
+// The zmm pass: 16 points a step.
 static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes512(
     const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x, const uint32_t *key_of,
-    size_t first_key, uint8_t *seed_bytes, uint8_t *acc_bytes, size_t count, uint8_t *out,
-    const uint32_t *out_index, const int comparison, const int layout) {
+    size_t first_key, uint8_t *seed_bytes, uint8_t *state, size_t count, uint8_t *out, const uint32_t *out_index,
+    const int comparison, const int layout) {
     zmm_constants k;
     for (int r = 0; r < 11; r++)
         k.rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
-    k.tweak0 = _mm512_broadcast_i32x4(
-        _mm_set_epi64x((long long)prg->sigma_tweaks[0][1], (long long)prg->sigma_tweaks[0][0]));
     k.tweak1 = _mm512_broadcast_i32x4(
         _mm_set_epi64x((long long)prg->sigma_tweaks[1][1], (long long)prg->sigma_tweaks[1][0]));
     k.high_lanes = _mm512_set_epi64(-1, 0, -1, 0, -1, 0, -1, 0);
     k.low_one = _mm512_set_epi64(0, 1, 0, 1, 0, 1, 0, 1);
-    k.one = _mm512_set1_epi64(1);
     const unsigned depth = keys->input_bits - 7;
     const int leaf_level = level == depth;
-    k.direction_bit = _mm512_set1_epi64((long long)(1ull << (keys->input_bits - level)));
-    __m512i *seeds = (__m512i *)(void *)seed_bytes, *acc = (__m512i *)(void *)acc_bytes;
+    const __m512i direction_bit = _mm512_set1_epi64((long long)(1ull << (keys->input_bits - level)));
+    __m512i *seeds = (__m512i *)(void *)seed_bytes;
     const uint8_t *words = leaf_level ? (const uint8_t *)keys->leaves
                                       : (const uint8_t *)keys->levels + (level - 1) * keys->level_stride;
     const uint8_t *deltas = leaf_level ? NULL : keys->deltas + (level - 1) * keys->delta_stride;
@@ -506,24 +531,21 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
     }
     size_t j = 0;
     const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
-    for (; j + 2 * GROUP <= count; j += 2 * GROUP) {
+    for (; j < count; j += GROUP) {
         if (next_words)
-            for (size_t line = 0; line < 2 * GROUP * next_bytes / points_per_key; line += 64)
+            for (size_t line = 0; line < GROUP * next_bytes / points_per_key; line += 64)
                 _mm_prefetch((const char *)(next_words + next_bytes * (j / points_per_key) + line), _MM_HINT_T1);
-        group_vaes512(&k, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
-                      out_index, comparison, layout, 8);
+        group_vaes512(&k, words, deltas, leaf_level, x, direction_bit, key_of, first_key, seeds + j / 4, state, j,
+                      out, out_index, comparison, layout, 4);
     }
-    for (; j < count; j += GROUP)
-        group_vaes512(&k, words, deltas, leaf_level, x, key_of, first_key, seeds + j / 4, acc + j / 4, j, out,
-                      out_index, comparison, layout, 4);
 }
 
 // One instantiation per (width, comparison, layout): the constants fold and the loops unroll.
 #define LEVEL_PASS(name, impl, target, comparison, layout)                                                          \
     target static void name(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,  \
-                            const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *acc, size_t count, \
-                            uint8_t *out, const uint32_t *out_index) {                                            \
-        impl(prg, keys, level, x, key_of, first_key, seeds, acc, count, out, out_index, comparison, layout);        \
+                            const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *state,             \
+                            size_t count, uint8_t *out, const uint32_t *out_index) {                              \
+        impl(prg, keys, level, x, key_of, first_key, seeds, state, count, out, out_index, comparison, layout);      \
     }
 LEVEL_PASS(pass256_eq_keyed, level_pass_vaes256, TARGET_VAES256, 0, 0)
 LEVEL_PASS(pass256_eq_single, level_pass_vaes256, TARGET_VAES256, 0, 1)
@@ -538,8 +560,12 @@ LEVEL_PASS(pass512_lt_pairs, level_pass_vaes512, TARGET_VAES512, 1, LAYOUT_PAIRS
 
 // The vector level pass for a backend and layout, or NULL when the backend has none (AES-NI, portable) or the CPU
 // lacks it. The ymm pass has no pairs layout; it serves pairs with key_of (which the callers always fill).
-static level_pass_fn vector_level_pass(sigma_aes_backend backend, int comparison, int layout) {
+static level_pass_fn vector_level_pass(const sigma_prg *prg, sigma_aes_backend backend, int comparison, int layout) {
     if (backend > SIGMA_AES_VAES256 || !sigma_aes_backend_supported(backend)) return NULL;
+    // The zmm pass folds the right child's delta into the tweak: sigma(tau_0) = 0 and tau_1 = e_0.
+    if (backend == SIGMA_AES_VAES512 && (prg->sigma_tweaks[0][0] | prg->sigma_tweaks[0][1] |
+                                         prg->sigma_tweaks[1][0] | (prg->sigma_tweaks[1][1] ^ 1)) != 0)
+        return NULL;
     static const level_pass_fn passes[2][2][3] = {
         {{pass512_eq_keyed, pass512_eq_single, pass512_eq_pairs}, {pass512_lt_keyed, pass512_lt_single, pass512_lt_pairs}},
         {{pass256_eq_keyed, pass256_eq_single, pass256_eq_keyed}, {pass256_lt_keyed, pass256_lt_single, pass256_lt_keyed}},
@@ -547,12 +573,14 @@ static level_pass_fn vector_level_pass(sigma_aes_backend backend, int comparison
     return passes[backend == SIGMA_AES_VAES256][comparison != 0][layout];
 }
 
+// The roots' seeds; state bytes with the control bit (bit 1) from the root, no accumulator and no pending flip.
 static void load_roots(const sigma_dpf_keys *keys, const uint32_t *key_of, size_t first_key, uint8_t *seeds,
-                       uint8_t *acc, size_t count) {
+                       uint8_t *state, size_t count) {
     const uint8_t *roots = (const uint8_t *)keys->roots;
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
         memcpy(seeds + 16 * i, roots + 16 * (first_key + (key_of ? key_of[i] : i)), 16);
-    memset(acc, 0, 16 * count);
+        state[i] = (uint8_t)((seeds[16 * i] & 1) << 1);
+    }
 }
 
 // Evaluates the first multiple of GROUP points in chunks of EVAL_CHUNK; returns how many it did.
@@ -560,9 +588,9 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
                           const uint64_t *x, size_t first_key, size_t points_per_key, size_t count, int comparison,
                           uint8_t *out) {
     const int single = points_per_key == 1;
-    level_pass_fn pass = vector_level_pass(backend, comparison, single ? LAYOUT_SINGLE : LAYOUT_KEYED);
+    level_pass_fn pass = vector_level_pass(prg, backend, comparison, single ? LAYOUT_SINGLE : LAYOUT_KEYED);
     if (!pass) return 0;
-    _Alignas(64) uint8_t seeds[EVAL_CHUNK * 16], acc[EVAL_CHUNK * 16];
+    _Alignas(64) uint8_t seeds[EVAL_CHUNK * 16], state[EVAL_CHUNK];
     uint32_t key_of[EVAL_CHUNK];  // relative to the chunk's first key
     const unsigned depth = keys->input_bits - 7;
     size_t done = 0;
@@ -571,9 +599,9 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
         size_t key = first_key + done / points_per_key, phase = done % points_per_key;
         if (!single)
             for (size_t i = 0; i < n; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
-        load_roots(keys, single ? NULL : key_of, key, seeds, acc, n);
+        load_roots(keys, single ? NULL : key_of, key, seeds, state, n);
         for (unsigned level = 1; level <= depth; level++)
-            pass(prg, keys, level, x + done, single ? NULL : key_of, key, seeds, acc, n, out + done, NULL);
+            pass(prg, keys, level, x + done, single ? NULL : key_of, key, seeds, state, n, out + done, NULL);
         done += n;
     }
     return done;
@@ -585,7 +613,7 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
 
 // Scratch for one chunk of the shifted evaluation (heap: too large for a worker thread's stack).
 typedef struct {
-    uint8_t *seeds, *acc, *extra_seeds, *extra_acc, *dense_seeds, *dense_acc;
+    uint8_t *seeds, *state, *extra_seeds, *extra_state, *dense_seeds, *dense_state;
     uint64_t *x, *extra_x, *dense_x;
     uint32_t *extra_key, *extra_out, *extra_level, *by_level, *dense_key, *dense_out;
 } shifted_scratch;
@@ -657,7 +685,7 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
         s->extra_key[r] = 0;
         s->extra_out[r] = (uint32_t)(count * shift_count);
     }
-    load_roots(keys, NULL, first_key, s->seeds, s->acc, count);
+    load_roots(keys, NULL, first_key, s->seeds, s->state, count);
     uint32_t principal_out[SHIFTED_CHUNK];
     for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
     size_t active = 0;
@@ -670,7 +698,7 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
                 for (size_t e = 0; e < 2; e++) {
                     size_t d = 2 * k + e;
                     memcpy(s->dense_seeds + 16 * d, s->seeds + 16 * k, 16);
-                    memcpy(s->dense_acc + 16 * d, s->acc + 16 * k, 16);
+                    s->dense_state[d] = s->state[k];
                     s->dense_x[d] = (inputs[k] + shifts[e + 1]) & domain;
                     s->dense_key[d] = (uint32_t)k;
                     s->dense_out[d] = (uint32_t)(3 * k + e + 1);
@@ -678,25 +706,25 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
             for (size_t r = 0; r < active; r++) {
                 size_t d = s->extra_out[r] - s->extra_out[r] / 3 - 1;  // 3k + e + 1 -> 2k + e
                 memcpy(s->dense_seeds + 16 * d, s->extra_seeds + 16 * r, 16);
-                memcpy(s->dense_acc + 16 * d, s->extra_acc + 16 * r, 16);
+                s->dense_state[d] = s->extra_state[r];
             }
         } else if (level < dense_from) {
             // Points leaving at this level take their principal's state before it.
             for (size_t end = level_start[level]; active < end; active++) {
                 size_t k = s->extra_key[active];
                 memcpy(s->extra_seeds + 16 * active, s->seeds + 16 * k, 16);
-                memcpy(s->extra_acc + 16 * active, s->acc + 16 * k, 16);
+                s->extra_state[active] = s->state[k];
             }
         }
-        passes->principal(prg, keys, level, s->x, NULL, first_key, s->seeds, s->acc, count, out,
+        passes->principal(prg, keys, level, s->x, NULL, first_key, s->seeds, s->state, count, out,
                           level == depth ? principal_out : NULL);
         if (level >= dense_from) {
-            passes->pairs(prg, keys, level, s->dense_x, s->dense_key, first_key, s->dense_seeds, s->dense_acc,
+            passes->pairs(prg, keys, level, s->dense_x, s->dense_key, first_key, s->dense_seeds, s->dense_state,
                           extras, out, level == depth ? s->dense_out : NULL);
         } else {
             size_t run = (active + GROUP - 1) / GROUP * GROUP;
             if (run)
-                passes->keyed(prg, keys, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_acc,
+                passes->keyed(prg, keys, level, s->extra_x, s->extra_key, first_key, s->extra_seeds, s->extra_state,
                               run, out, s->extra_out);
         }
     }
@@ -706,18 +734,18 @@ static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *pr
                                   const uint64_t *inputs, size_t first_key, const uint64_t *shifts,
                                   size_t shift_count, size_t count, int comparison, uint8_t *out) {
     size_t vector_keys = count / GROUP * GROUP;
-    shifted_passes passes = {vector_level_pass(backend, comparison, LAYOUT_SINGLE),
-                             vector_level_pass(backend, comparison, LAYOUT_KEYED),
-                             vector_level_pass(backend, comparison, LAYOUT_PAIRS)};
+    shifted_passes passes = {vector_level_pass(prg, backend, comparison, LAYOUT_SINGLE),
+                             vector_level_pass(prg, backend, comparison, LAYOUT_KEYED),
+                             vector_level_pass(prg, backend, comparison, LAYOUT_PAIRS)};
     if (vector_keys == 0 || !passes.principal) return 0;
     const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP, dense = 2 * SHIFTED_CHUNK;
     shifted_scratch s;
     s.seeds = aligned_alloc(64, SHIFTED_CHUNK * 16);
-    s.acc = aligned_alloc(64, SHIFTED_CHUNK * 16);
+    s.state = malloc(SHIFTED_CHUNK);
     s.extra_seeds = aligned_alloc(64, extras * 16);
-    s.extra_acc = aligned_alloc(64, extras * 16);
+    s.extra_state = malloc(extras);
     s.dense_seeds = aligned_alloc(64, dense * 16);
-    s.dense_acc = aligned_alloc(64, dense * 16);
+    s.dense_state = malloc(dense);
     s.x = malloc(SHIFTED_CHUNK * 8);
     s.extra_x = malloc(extras * 8);
     s.dense_x = malloc(dense * 8);
@@ -729,7 +757,7 @@ static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *pr
     s.dense_out = malloc(dense * 4);
     // The padding's outputs land one past each chunk's real outputs: a scratch row per chunk.
     uint8_t *chunk_out = malloc(SHIFTED_CHUNK * shift_count + 1);
-    int ok = s.seeds && s.acc && s.extra_seeds && s.extra_acc && s.dense_seeds && s.dense_acc && s.x && s.extra_x &&
+    int ok = s.seeds && s.state && s.extra_seeds && s.extra_state && s.dense_seeds && s.dense_state && s.x && s.extra_x &&
              s.dense_x && s.extra_key && s.extra_out && s.extra_level && s.by_level && s.dense_key && s.dense_out &&
              chunk_out;
     size_t done = 0;
@@ -740,7 +768,7 @@ static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *pr
         memcpy(out + done * shift_count, chunk_out, n * shift_count);
         done += n;
     }
-    free(s.seeds), free(s.acc), free(s.extra_seeds), free(s.extra_acc), free(s.dense_seeds), free(s.dense_acc);
+    free(s.seeds), free(s.state), free(s.extra_seeds), free(s.extra_state), free(s.dense_seeds), free(s.dense_state);
     free(s.x), free(s.extra_x), free(s.dense_x), free(s.extra_key), free(s.extra_out), free(s.extra_level);
     free(s.by_level), free(s.dense_key), free(s.dense_out), free(chunk_out);
     return done;
