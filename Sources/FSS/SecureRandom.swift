@@ -103,13 +103,21 @@ public struct SecureRandom: ~Copyable {
     /// `count` uniformly random values below 2^`bits` (1 ... 64).
     public mutating func values(_ count: Int, bits: Int) -> [UInt64] {
         precondition((1...64).contains(bits))
-        var result = [UInt64](repeating: 0, count: count)
-        result.withUnsafeMutableBytes { fill($0) }
-        if bits < 64 {
-            let mask = (UInt64(1) << UInt64(bits)) &- 1
-            for i in result.indices { result[i] &= mask }
+        let mask = bits == 64 ? ~0 : (UInt64(1) << UInt64(bits)) &- 1
+        return [UInt64](unsafeUninitializedCapacity: count) { result, initialized in
+            fill(UnsafeMutableRawBufferPointer(result))
+            if bits < 64 { for i in 0..<count { result[i] &= mask } }
+            initialized = count
         }
-        return result
+    }
+
+    /// `count` uniformly random bits, one per byte (from ⌈count/8⌉ pseudorandom bytes).
+    public mutating func bits(_ count: Int) -> [UInt8] {
+        let packed = bytes((count + 7) / 8)
+        return [UInt8](unsafeUninitializedCapacity: count) { bits, initialized in
+            for i in 0..<count { bits[i] = (packed[i >> 3] >> UInt8(i & 7)) & 1 }
+            initialized = count
+        }
     }
 
     /// A uniformly random value below 2^`bits`.

@@ -150,7 +150,7 @@ public final class Dealer {
     /// Uniform n-bit values.
     func randomWords(_ count: Int, ring: Ring) -> [UInt64] { random.values(count, bits: ring.bitwidth) }
     func randomWords(_ count: Int, bits: Int) -> [UInt64] { random.values(count, bits: bits) }
-    func randomBits(_ count: Int) -> [UInt8] { random.values(count, bits: 1).map { UInt8($0) } }
+    func randomBits(_ count: Int) -> [UInt8] { random.bits(count) }
 
     /// Writes additive shares of `values` mod 2^bits: a uniform share to one party (the one the gate is seeded
     /// for, which expands it from its seed; else P0), the difference to the other.

@@ -96,7 +96,10 @@ public final class KeyStreamWriter {
 
     /// `count` uniform bits for this party, as `uniformWords`.
     func uniformBits(_ count: Int, random: inout SecureRandom) throws -> [UInt8] {
-        try uniformWords(count, bits: 1, random: &random).map { UInt8($0) }
+        if let gateRandom { return gateRandom.random.bits(count) }
+        let values = random.bits(count)
+        try emit(BitPacking.packBits(values))
+        return values
     }
 
     /// A batch of DPF keys in their encoding.
@@ -230,7 +233,11 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
     public func seed() throws(KeyStreamError) -> [UInt8] { Array(try take(16)) }
 
     public func bits(_ count: Int) throws(KeyStreamError) -> [UInt8] {
-        try words(count, bits: 1).map { UInt8($0) }
+        if let gateRandom { return gateRandom.random.bits(count) }
+        guard let bits = BitPacking.unpackBits(try take((count + 7) / 8), count: count) else {
+            throw .exhausted(needed: count, available: 0)
+        }
+        return bits
     }
 
     /// A DPF key batch, viewed in place.

@@ -33,11 +33,17 @@ extension Dealer {
 
 extension PartyContext {
     /// ĉ = 1{v < α} ⊕ m for public `bits`-bit values v: one round.
+    /// Bits of `values` at and above `bits` are ignored (the DPF reads only its domain's bits).
     func maskedComparison(_ values: [UInt64], bits: Int) throws -> [UInt8] {
         let keys = try self.keys.dpf()
         let maskShares = try self.keys.bits(values.count)
-        let shares = keys.lessThan(at: values)
-        return try reconstructBits(zip(shares, maskShares).map { $0 ^ $1 })
+        var shares = keys.lessThan(at: values)
+        shares.withUnsafeMutableBufferPointer { shares in
+            maskShares.withUnsafeBufferPointer { masks in
+                for i in 0..<shares.count { shares[i] ^= masks[i] }
+            }
+        }
+        return try reconstructBits(shares)
     }
 
     /// This party's share of the candidate each revealed bit picks.

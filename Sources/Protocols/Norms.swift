@@ -349,7 +349,7 @@ extension RingBackend {
         let (squares, scaledByGamma) = try sumOfSquaresAndProduct(z, rowLength: k, timesColumns: gamma)
         let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
         var scaled = try mul(scaledByGamma, t, broadcast: .rows(rows, length: k))
-        if let beta { scaled = add(scaled, multiply(broadcastColumns(beta, rows: rows), byConstant: 1 << UInt64(f))) }
+        if let beta { scaled = add(scaled, broadcastColumns(multiply(beta, byConstant: 1 << UInt64(f)), rows: rows)) }
         return try gapARS(scaled, by: 2 * f)
     }
 

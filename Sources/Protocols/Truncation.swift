@@ -109,18 +109,35 @@ extension PartyContext {
 
     public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
         let n = x.ring.bitwidth
+        let mask = x.ring.mask
         try keys.expectGate(gapARSTag, count: x.count)
-        let shifted = x.values.map { ($0 &+ (1 << UInt64(n - 2))) & x.ring.mask }  // x̂' = x̂ + 2^{n−2}
-        let carries = try maskedComparison(shifted.map { $0 & lowMask(f) }, bits: f)
+        let offset: UInt64 = 1 << UInt64(n - 2)
+        let shifted = [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in  // x̂' = x̂ + 2^{n−2}
+            x.values.withUnsafeBufferPointer { values in
+                for i in 0..<values.count { out[i] = (values[i] &+ offset) & mask }
+            }
+            initialized = x.count
+        }
+        let carries = try maskedComparison(shifted, bits: f)  // on the low f bits
         let picked = try pickCandidates(carries, bits: n)
         let wrapTerm = try keys.words(x.count, bits: n)
-        let shares = (0..<x.count).map { i -> UInt64 in
-            let v = shifted[i]
-            let high = leads ? v >> UInt64(f) : 0
-            let wrap = (v >> UInt64(n - 1)) == 0 ? wrapTerm[i] : 0
-            return (high &+ wrap &+ picked[i]) & x.ring.mask
+        let lead = leads
+        let shares = [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
+            shifted.withUnsafeBufferPointer { shifted in
+                picked.withUnsafeBufferPointer { picked in
+                    wrapTerm.withUnsafeBufferPointer { wrapTerm in
+                        for i in 0..<shifted.count {
+                            let v = shifted[i]
+                            let high = lead ? v >> UInt64(f) : 0
+                            let wrap = (v >> UInt64(n - 1)) == 0 ? wrapTerm[i] : 0
+                            out[i] = (high &+ wrap &+ picked[i]) & mask
+                        }
+                    }
+                }
+            }
+            initialized = x.count
         }
-        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: n))
+        return RingTensor(ring: x.ring, shape: x.shape, reducedValues: try reconstruct(shares, bits: n))
     }
 
     public func faithfulARS(_ x: RingTensor, by f: Int) throws -> RingTensor {

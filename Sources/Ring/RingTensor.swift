@@ -31,8 +31,9 @@ public struct RingTensor: Equatable, Sendable {
         values = reducedValues
     }
 
-    /// (op(a_i, b_i) mod 2^n)_i in one pass and one allocation.
-    @inline(__always)
+    /// (op(a_i, b_i) mod 2^n)_i in one pass and one allocation. Inlinable: called from other modules with a closure
+    /// per element, it ran as a call per element (9 % of LayerNorm's CPU in a profile).
+    @inlinable
     public static func combine(_ a: [UInt64], _ b: [UInt64], mask: UInt64, _ op: (UInt64, UInt64) -> UInt64) -> [UInt64]
     {
         precondition(a.count == b.count)
