@@ -375,19 +375,20 @@ struct DPFKeyView: @unchecked Sendable {  // read-only memory; the owner outlive
         let m = keys.count * e
         guard m > 0 else { return }
         if layout.usesTruthTable {
+            // Branch-free (x is uniformly random): the words above x's, masked, and the parity of what is left.
+            let ones: UInt64 = ~0
             for j in 0..<m {
                 let (low, high) = table(key: keys.lowerBound + j / e)
-                let x = Int(points[first + j] & layout.domainMask)
+                let x = points[first + j] & layout.domainMask  // 0 ..< 128
                 if comparison {
-                    // The parity of the table bits above x (bits past the domain are zero).
-                    let above =
-                        x < 64
-                        ? (x == 63 ? 0 : (low >> UInt64(x + 1)).nonzeroBitCount) + high.nonzeroBitCount
-                        : (x == 127 ? 0 : (high >> UInt64(x - 63)).nonzeroBitCount)
-                    output[first + j] = UInt8(above & 1)
+                    // Bits x + 1 ... 127 (bits past the domain are zero).
+                    let s = x + 1
+                    let lowAbove = s < 64 ? low & (ones &<< s) : 0
+                    let highAbove = s < 64 ? high : s < 128 ? high & (ones &<< (s &- 64)) : 0
+                    output[first + j] = UInt8((lowAbove ^ highAbove).nonzeroBitCount & 1)
                 } else {
-                    output[first + j] = UInt8(
-                        truncatingIfNeeded: (x < 64 ? low >> UInt64(x) : high >> UInt64(x - 64)) & 1)
+                    let word = x < 64 ? low : high
+                    output[first + j] = UInt8(truncatingIfNeeded: (word &>> (x & 63)) & 1)
                 }
             }
             return

@@ -126,11 +126,13 @@ extension PartyContext {
             shifted.withUnsafeBufferPointer { shifted in
                 picked.withUnsafeBufferPointer { picked in
                     wrapTerm.withUnsafeBufferPointer { wrapTerm in
+                        // Branch-free (the top bit is random) and with masking shifts (n, f < 64).
+                        let highMask: UInt64 = lead ? ~0 : 0
+                        let (top, low) = (UInt64(n - 1), UInt64(f))
                         for i in 0..<shifted.count {
                             let v = shifted[i]
-                            let high = lead ? v >> UInt64(f) : 0
-                            let wrap = (v >> UInt64(n - 1)) == 0 ? wrapTerm[i] : 0
-                            out[i] = (high &+ wrap &+ picked[i]) & mask
+                            let wrap = wrapTerm[i] & ((v &>> top) &- 1)  // when the top bit of x̂' is 0
+                            out[i] = ((v &>> low) & highMask &+ wrap &+ picked[i]) & mask
                         }
                     }
                 }
