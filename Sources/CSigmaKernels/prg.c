@@ -925,6 +925,54 @@ uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint6
     return sum;
 }
 
+#if defined(__x86_64__)
+// Thirty-two table entries per masked add, one opmask per 32 bits: four times fewer adds and opmask moves than
+// the 64-bit lanes. Each 16-bit lane sums nbits/32 entries, which the caller keeps below 2^16.
+__attribute__((target("avx512f,avx512bw"))) static uint64_t bits_dot16_avx512(const uint8_t *bits, const uint16_t *w,
+                                                                              size_t nbits) {
+    __m512i sum0 = _mm512_setzero_si512(), sum1 = _mm512_setzero_si512();
+    size_t q = 0;
+    for (; q + 64 <= nbits; q += 64) {
+        uint32_t m0, m1;
+        memcpy(&m0, bits + q / 8, 4);
+        memcpy(&m1, bits + q / 8 + 4, 4);
+        sum0 = _mm512_mask_add_epi16(sum0, m0, sum0, _mm512_loadu_si512(w + q));
+        sum1 = _mm512_mask_add_epi16(sum1, m1, sum1, _mm512_loadu_si512(w + q + 32));
+    }
+    for (; q < nbits; q += 32) {
+        uint32_t m;
+        memcpy(&m, bits + q / 8, 4);
+        sum0 = _mm512_mask_add_epi16(sum0, m, sum0, _mm512_loadu_si512(w + q));
+    }
+    // Widen to 32 bits before adding the two accumulators (each lane may be near 2^16).
+    const __m512i ones = _mm512_set1_epi16(1);
+    return (uint64_t)(uint32_t)_mm512_reduce_add_epi32(
+        _mm512_add_epi32(_mm512_madd_epi16(sum0, ones), _mm512_madd_epi16(sum1, ones)));
+}
+#endif
+
+uint64_t sigma_bits_dot16_with(unsigned vector_bits, const void *bits, const uint16_t *w, size_t nbits) {
+    const uint8_t *b = (const uint8_t *)bits;
+#if defined(__x86_64__)
+    if (vector_bits >= 512 && have_avx512()) return bits_dot16_avx512(b, w, nbits);
+#endif
+    (void)vector_bits;
+    uint64_t sum = 0;
+    for (size_t k = 0; k < nbits / 64; k++) {
+        uint64_t m;
+        memcpy(&m, b + 8 * k, 8);
+        while (m) {
+            sum += w[64 * k + (size_t)__builtin_ctzll(m)];
+            m &= m - 1;
+        }
+    }
+    return sum;
+}
+
+uint64_t sigma_bits_dot16(const void *bits, const uint16_t *w, size_t nbits) {
+    return sigma_bits_dot16_with(512, bits, w, nbits);
+}
+
 uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits) {
     return sigma_bits_dot_with(512, bits, w, nbits);
 }

@@ -39,38 +39,48 @@ extension DPFKeys {
         // is a contiguous window for i ∈ [0, D).
         var reversed = [UInt64](repeating: 0, count: 2 * domain)
         for m in 0..<(2 * domain) { reversed[m] = table[(domain - m % domain) % domain] }
+        // Small entries (softmax's e^{−x}, GeLU's δ: 13 bits at most) in 16-bit lanes, 32 to a masked add: each
+        // lane sums domain/32 entries, which must stay below 2^16. The sums are exact, so equal mod 2^64.
+        let useNarrow = domain >= 64 && (table.max() ?? 0) < UInt64((1 << 16) / (domain / 32))
+        let narrow: [UInt16] = useNarrow ? reversed.map { UInt16(truncatingIfNeeded: $0) } : []
         var counts = [UInt64](repeating: 0, count: count)
         var dots = [UInt64](repeating: 0, count: count)
         let chunk = max(1, DPFKeys.fullDomainChunkBlocks >> max(0, inputBits - 7))
         let chunks = (count + chunk - 1) / chunk
         withView { view in
             reversed.withUnsafeBufferPointer { window in
-                counts.withUnsafeMutableBufferPointer { countsOut in
-                    dots.withUnsafeMutableBufferPointer { dotsOut in
-                        let work = UnsafeSendable((view, window, countsOut, dotsOut))
-                        parallelFor(chunks, threads: threads) { c in
-                            let (view, window, countsOut, dotsOut) = work.value
-                            let keys = (c * chunk)..<min((c + 1) * chunk, view.layout.count)
-                            view.expandLeaves(keys: keys) { k, leaves in
-                                let start = Int(
-                                    (UInt64(domain) &- (offsets[k] & UInt64(domain - 1))) & UInt64(domain - 1))
-                                let w = window.baseAddress! + start
-                                if view.layout.usesTruthTable {
-                                    var count: UInt64 = 0
-                                    var dot: UInt64 = 0
-                                    for i in 0..<domain where view.tableBit(key: k, point: i) == 1 {
-                                        count += 1
-                                        dot &+= w[i]
+                narrow.withUnsafeBufferPointer { narrowTable in
+                    counts.withUnsafeMutableBufferPointer { countsOut in
+                        dots.withUnsafeMutableBufferPointer { dotsOut in
+                            let work = UnsafeSendable((view, window, useNarrow ? narrowTable : nil, countsOut, dotsOut))
+                            parallelFor(chunks, threads: threads) { c in
+                                let (view, window, narrowWindow, countsOut, dotsOut) = work.value
+                                let keys = (c * chunk)..<min((c + 1) * chunk, view.layout.count)
+                                view.expandLeaves(keys: keys) { k, leaves in
+                                    let start = Int(
+                                        (UInt64(domain) &- (offsets[k] & UInt64(domain - 1))) & UInt64(domain - 1))
+                                    let w = window.baseAddress! + start
+                                    if view.layout.usesTruthTable {
+                                        var count: UInt64 = 0
+                                        var dot: UInt64 = 0
+                                        for i in 0..<domain where view.tableBit(key: k, point: i) == 1 {
+                                            count += 1
+                                            dot &+= w[i]
+                                        }
+                                        countsOut[k] = count
+                                        dotsOut[k] = dot
+                                    } else {
+                                        var count = 0
+                                        for l in 0..<(domain / 128) {
+                                            count += leaves[l].lo.nonzeroBitCount + leaves[l].hi.nonzeroBitCount
+                                        }
+                                        countsOut[k] = UInt64(count)
+                                        dotsOut[k] =
+                                            narrowWindow.map {
+                                                sigma_bits_dot16(leaves, $0.baseAddress! + start, domain)
+                                            }
+                                            ?? sigma_bits_dot(leaves, w, domain)
                                     }
-                                    countsOut[k] = count
-                                    dotsOut[k] = dot
-                                } else {
-                                    var count = 0
-                                    for l in 0..<(domain / 128) {
-                                        count += leaves[l].lo.nonzeroBitCount + leaves[l].hi.nonzeroBitCount
-                                    }
-                                    countsOut[k] = UInt64(count)
-                                    dotsOut[k] = sigma_bits_dot(leaves, w, domain)
                                 }
                             }
                         }

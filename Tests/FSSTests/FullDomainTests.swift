@@ -44,7 +44,7 @@ struct FullDomainTests {
             #expect(value == table[Int(inputs[k])], "b=\(bits) x=\(inputs[k]) r=\(allMasks[k])")
         }
     }
-    @Test("the bit-vector inner product is the same on AVX-512, AVX2 and scalar code")
+    @Test("the bit-vector inner product is the same on AVX-512, AVX2 and scalar code, with 64- and 16-bit entries")
     func bitsDotPaths() {
         var random = SecureRandom(insecureTestSeed: 41)
         for nbits in [64, 128, 256, 1_024, 8_192] {
@@ -62,6 +62,24 @@ struct FullDomainTests {
                     let dot = words.withUnsafeBytes { sigma_bits_dot_with(width, $0.baseAddress!, table, nbits) }
                     #expect(dot == expected, "\(nbits) bits on \(width)-bit vectors")
                 }
+                // 16-bit entries at the largest the lanes allow (nbits/32 of them per lane, below 2^16), so an
+                // overflowing lane or a lost carry in the horizontal sum would show.
+                let largest = UInt64((1 << 16) / (nbits / 32)) - 1
+                let small = table.map { UInt16($0 % (largest + 1)) }
+                let ones = [UInt64](repeating: ~0, count: nbits / 64)
+                for pattern in [words, ones] {
+                    var exact: UInt64 = 0
+                    for i in 0..<nbits where (pattern[i / 64] >> UInt64(i % 64)) & 1 == 1 { exact += UInt64(small[i]) }
+                    for width: UInt32 in [512, 0] {
+                        let dot = pattern.withUnsafeBytes {
+                            sigma_bits_dot16_with(width, $0.baseAddress!, small, nbits)
+                        }
+                        #expect(dot == exact, "\(nbits) bits, 16-bit entries, on \(width)-bit vectors")
+                    }
+                }
+                let full = [UInt16](repeating: UInt16(largest), count: nbits)
+                let dot = ones.withUnsafeBytes { sigma_bits_dot16_with(512, $0.baseAddress!, full, nbits) }
+                #expect(dot == largest * UInt64(nbits), "every lane at its largest sum")
             }
         }
     }

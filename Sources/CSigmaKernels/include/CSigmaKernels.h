@@ -107,6 +107,10 @@ uint64_t sigma_bits_dot(const void *bits, const uint64_t *w, size_t nbits);
 /// The same on vectors of at most `vector_bits` (512: AVX-512, 256: AVX2, 0: scalar), where the CPU has them;
 /// for tests that compare the paths.
 uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint64_t *w, size_t nbits);
+/// The same for a table of 16-bit entries, summed exactly (not mod 2^16): the caller keeps (nbits / 32) × the
+/// largest entry below 2^16, so that no 16-bit lane of the vector path overflows. `nbits` is a multiple of 64.
+uint64_t sigma_bits_dot16(const void *bits, const uint16_t *w, size_t nbits);
+uint64_t sigma_bits_dot16_with(unsigned vector_bits, const void *bits, const uint16_t *w, size_t nbits);
 
 /// One level of DPF key generation for `count` keys (both parties' seeds advance in place). For key i with
 /// a = bit `shift` of alphas[i]: writes the level word (seed correction, t_L in bit 0) to words_out[i], and sets bit
