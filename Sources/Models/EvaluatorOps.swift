@@ -95,7 +95,7 @@ extension FloatEvaluator {
 
     public func attention(
         _ q: [Double], _ k: [Double], _ v: [Double], rows t: Int, heads: Int, kvHeads: Int, headDim dh: Int,
-        scaled: Bool, window: Int?, causal: Bool
+        scaled: Bool, window: Int?, causal: Bool, coarseMaximum: Bool
     ) throws -> [Double] {
         let width = heads * dh
         let kvWidth = kvHeads * dh
@@ -238,7 +238,7 @@ extension RingEvaluator {
 
     public func attention(
         _ q: RingTensor, _ k: RingTensor, _ v: RingTensor, rows t: Int, heads: Int, kvHeads: Int,
-        headDim dh: Int, scaled: Bool, window: Int?, causal: Bool
+        headDim dh: Int, scaled: Bool, window: Int?, causal: Bool, coarseMaximum: Bool
     ) throws -> RingTensor {
         let width = heads * dh
         let kvWidth = kvHeads * dh
@@ -277,7 +277,8 @@ extension RingEvaluator {
         let scaledScores =
             scaled ? try backend.scaleScores(visible, headDim: dh, gap: truncation == .gap) : try truncate(visible)
         backend.enterLayer(.softmax)
-        let probabilities = try backend.softmax(scaledScores, rowLengths: lengths, magnitudeBits: widths.softmax)
+        let probabilities = try backend.softmax(
+            scaledScores, rowLengths: lengths, magnitudeBits: widths.softmax, coarseMaximum: coarseMaximum)
         var full = [UInt64](repeating: 0, count: heads * t * t)
         var next = 0
         for head in 0..<heads {

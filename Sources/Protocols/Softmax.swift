@@ -43,17 +43,23 @@ extension Dealer {
         let rangeMasks = randomBits(count)
         // i = 1 − DReLU(x − 2^{c+s}) = MSB(x̂') ⊕ MSB(r) ⊕ 1{x̂'_low < r_low}
         try shareBits((0..<count).map { UInt8(r[$0] >> UInt64(n - 1)) ^ rangeMasks[$0] })
-        let carryMasks = try maskedComparisonKeys(alphas: r.map { $0 & ((1 << UInt64(s)) - 1) }, bits: s)
+        // Without a shift (s = 0) there is no carry: two candidates per element instead of four.
+        let carryMasks =
+            s > 0
+            ? try maskedComparisonKeys(alphas: r.map { $0 & ((1 << UInt64(s)) - 1) }, bits: s)
+            : [UInt8](repeating: 0, count: count)
+        let combinations = s > 0 ? 4 : 2
         let outputMasks = randomWords(count, bits: c)
-        // For each public (î, κ̂) = combination 2î + κ̂, element-major so a party unpacks only the one it uses.
-        var slopes = [UInt64](repeating: 0, count: 4 * count)
+        // For each public (î, κ̂) = combination 2î + κ̂ (î alone without a shift), element-major so a party unpacks
+        // only the one it uses.
+        var slopes = [UInt64](repeating: 0, count: combinations * count)
         var offsets = slopes
         for i in 0..<count {
-            for combo in 0..<4 {
-                let inRange = UInt8(combo >> 1) ^ rangeMasks[i]
-                let carry = UInt64(UInt8(combo & 1) ^ carryMasks[i])
-                slopes[4 * i + combo] = UInt64(inRange)
-                offsets[4 * i + combo] =
+            for combo in 0..<combinations {
+                let inRange = UInt8(s > 0 ? combo >> 1 : combo) ^ rangeMasks[i]
+                let carry = s > 0 ? UInt64(UInt8(combo & 1) ^ carryMasks[i]) : 0
+                slopes[combinations * i + combo] = UInt64(inRange)
+                offsets[combinations * i + combo] =
                     inRange == 0
                     ? (outputMask &+ outputMasks[i]) & outputMask
                     : (outputMasks[i] &- (r[i] >> UInt64(s)) &- carry) & outputMask
@@ -73,24 +79,27 @@ extension PartyContext {
         try keys.expectGate(clippedShiftTag, count: count)
         let comparison = try keys.dpf()
         let rangeConstant = try keys.bits(count)
-        let carryKeys = try keys.dpf()
-        let carryMaskShares = try keys.bits(count)
+        let carryKeys = s > 0 ? try keys.dpf() : nil
+        let carryMaskShares = s > 0 ? try keys.bits(count) : []
         let low: UInt64 = (1 << UInt64(n - 1)) - 1
         let bound = UInt64(1) << UInt64(c + s)
         let shifted = x.values.map { ($0 &- bound) & x.ring.mask }
         let below = comparison.lessThan(at: shifted.map { $0 & low })
-        let carries = carryKeys.lessThan(at: x.values.map { $0 & ((1 << UInt64(s)) - 1) })
-        var bits = [UInt64](repeating: 0, count: 2 * count)
+        let carries = carryKeys?.lessThan(at: x.values) ?? []  // on the low s bits
+        let perElement = s > 0 ? 2 : 1
+        var bits = [UInt8](repeating: 0, count: perElement * count)
+        let leads: UInt8 = self.leads ? 1 : 0
         for i in 0..<count {
-            let range = (leads ? UInt8(shifted[i] >> UInt64(n - 1)) : 0) ^ rangeConstant[i] ^ below[i]
-            bits[2 * i] = UInt64(range)
-            bits[2 * i + 1] = UInt64(carries[i] ^ carryMaskShares[i])
+            let range = (leads & UInt8(truncatingIfNeeded: shifted[i] &>> UInt64(n - 1))) ^ rangeConstant[i] ^ below[i]
+            bits[perElement * i] = range & 1
+            if s > 0 { bits[2 * i + 1] = (carries[i] ^ carryMaskShares[i]) & 1 }
         }
-        let revealed = try reconstruct(bits, bits: 1)
-        let combos = (0..<count).map { i in UInt8(revealed[2 * i] << 1 | revealed[2 * i + 1]) }
-        let slope = try keys.chosenWords(candidates: 4, bits: c, choices: combos)
-        let offset = try keys.chosenWords(candidates: 4, bits: c, choices: combos)
-        let shares = (0..<count).map { i in (slope[i] &* (x.values[i] >> UInt64(s)) &+ offset[i]) & outputMask }
+        let revealed = try reconstructBits(bits)
+        let combos = (0..<count).map { i in s > 0 ? revealed[2 * i] << 1 | revealed[2 * i + 1] : revealed[i] }
+        let slope = try keys.chosenWords(candidates: 2 * perElement, bits: c, choices: combos)
+        let offset = try keys.chosenWords(candidates: 2 * perElement, bits: c, choices: combos)
+        let shift = UInt64(s)
+        let shares = (0..<count).map { i in (slope[i] &* (x.values[i] &>> shift) &+ offset[i]) & outputMask }
         return RingTensor(ring: Ring(bitwidth: c, scale: 0), shape: x.shape, values: try reconstruct(shares, bits: c))
     }
 }
@@ -156,9 +165,14 @@ extension RingBackend {
     /// e^{−d} at scale f for 0 ≤ d (at scale f, in a ring of at least 17 bits), clipped to 0 beyond d = 2^{16−f}·…
     /// (16 at f = 12): two 8-bit tables and a product.
     public func negativeExp(_ d: RingTensor, output: Ring) throws -> RingTensor {
+        try negativeExp(
+            high: try clippedShift(d, by: 8, bits: 8), low: d.converted(to: Ring(bitwidth: 8, scale: 0)),
+            output: output)
+    }
+
+    /// e^{−d} from d's clipped high byte min(d ≫ 8, 255) and its low byte d mod 2^8.
+    func negativeExp(high: RingTensor, low: RingTensor, output: Ring) throws -> RingTensor {
         let f = output.scale
-        let high = try clippedShift(d, by: 8, bits: 8)
-        let low = d.converted(to: Ring(bitwidth: 8, scale: 0))
         let highValue = try lookup(high, table: SoftmaxTables.highExp(scale: f), output: output)
         let lowValue = try lookup(low, table: SoftmaxTables.lowExp(scale: f), output: output)
         return try roundingShift(try mul(highValue, lowValue), by: f)
@@ -176,18 +190,38 @@ extension RingBackend {
 
     /// Softmax of each row of x (n bits, scale f); rows of the given lengths laid end to end. Rows may have any
     /// length from 1 to 1024. Inputs must satisfy |x| < 2^{n−f}, or |x| < 2^b units with `magnitudeBits` b.
-    public func softmax(_ x: RingTensor, rowLengths: [Int], magnitudeBits: Int? = nil) throws -> RingTensor {
+    ///
+    /// `coarseMaximum`: subtract M′ = 2^8·max⌊x/2^8⌋ + 255 ≥ max x instead of the maximum (softmax does not change
+    /// when every score of a row moves by the same amount). Then d = M′ − x = 2^8·(M_hi − x_hi) + (255 − x mod 2^8)
+    /// holds its two bytes exactly: the comparison tree and the clip work on x_hi = TR(x, 8), 8 bits narrower,
+    /// and no carry of d's low byte is needed. For a truncation of the scores (two rounds more per softmax) the two
+    /// comparisons per score are 8 bits shorter: about a quarter of softmax's keys. e^{−d} is up to e^{−255/2^f}
+    /// (6 %) smaller before the normalization divides it out (docs/accuracy.md).
+    public func softmax(
+        _ x: RingTensor, rowLengths: [Int], magnitudeBits: Int? = nil, coarseMaximum: Bool = false
+    ) throws -> RingTensor {
         let ring = x.ring
         let f = ring.scale
         precondition(rowLengths.allSatisfy { (1...1024).contains($0) }, "rows of 1 to 1024 entries")
         let effective = Ring(bitwidth: softmaxEffectiveBits(ring: ring, magnitudeBits: magnitudeBits), scale: f)
         let scores = x.converted(to: effective)
-        let maxima = try maxRows(scores, rowLengths: rowLengths)
         var rowOf: [Int] = []
         for (row, length) in rowLengths.enumerated() { rowOf += repeatElement(row, count: length) }
-        let broadcastMax = RingTensor(ring: effective, shape: x.shape, values: rowOf.map { maxima.values[$0] })
-        let d = subtract(broadcastMax, scores)
-        let e = try negativeExp(d, output: ring)
+        let e: RingTensor
+        if coarseMaximum {
+            let high = try truncateReduce(scores, by: 8)  // ⌊x/2^8⌋, signed in e − 8 bits
+            let maxima = try maxRows(high, rowLengths: rowLengths)
+            let broadcastMax = RingTensor(ring: high.ring, shape: x.shape, values: rowOf.map { maxima.values[$0] })
+            let lowByte = addConstant(
+                multiply(scores, byConstant: effective.mask), [UInt64](repeating: 255, count: scores.count))
+            e = try negativeExp(
+                high: try clippedShift(subtract(broadcastMax, high), by: 0, bits: 8),
+                low: lowByte.converted(to: Ring(bitwidth: 8, scale: 0)), output: ring)
+        } else {
+            let maxima = try maxRows(scores, rowLengths: rowLengths)
+            let broadcastMax = RingTensor(ring: effective, shape: x.shape, values: rowOf.map { maxima.values[$0] })
+            e = try negativeExp(subtract(broadcastMax, scores), output: ring)
+        }
         // Row sums (local), each in [1, k] at scale f; the inverse table is indexed by the sum at scale 6.
         let longest = rowLengths.max() ?? 1
         let sumBits = f + Int((Double(longest + 2)).log2Ceiling)  // room for k·2^f plus the rounding half
@@ -212,15 +246,18 @@ extension RingBackend {
 
     /// Softmax of the rows of a k × k matrix, either whole or causal: then x holds only the lower triangle (row i
     /// has i + 1 entries, k(k+1)/2 in all) and the result is the full matrix with zeros above the diagonal.
-    public func softmax(_ x: RingTensor, rows k: Int, causal: Bool, magnitudeBits: Int? = nil) throws -> RingTensor {
+    public func softmax(
+        _ x: RingTensor, rows k: Int, causal: Bool, magnitudeBits: Int? = nil, coarseMaximum: Bool = false
+    ) throws -> RingTensor {
         guard causal else {
             return try softmax(
-                x, rowLengths: [Int](repeating: k, count: x.count / k), magnitudeBits: magnitudeBits)
+                x, rowLengths: [Int](repeating: k, count: x.count / k), magnitudeBits: magnitudeBits,
+                coarseMaximum: coarseMaximum)
         }
         precondition(x.count % (k * (k + 1) / 2) == 0, "a causal input holds whole lower triangles")
         let matrices = x.count / (k * (k + 1) / 2)
         let lengths = (0..<matrices).flatMap { _ in (1...k).map { $0 } }
-        let packed = try softmax(x, rowLengths: lengths, magnitudeBits: magnitudeBits)
+        let packed = try softmax(x, rowLengths: lengths, magnitudeBits: magnitudeBits, coarseMaximum: coarseMaximum)
         var full = [UInt64](repeating: 0, count: matrices * k * k)
         var next = 0
         for matrix in 0..<matrices {
