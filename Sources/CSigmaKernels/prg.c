@@ -903,6 +903,21 @@ static int have_avx2(void) {
 }
 #endif
 
+// The scalar inner product over the set bits, for tables of 8-byte or 2-byte entries.
+static uint64_t scalar_bits_dot(const uint8_t *b, const void *w, unsigned entry_bytes, size_t nbits) {
+    uint64_t sum = 0;
+    for (size_t k = 0; k < nbits / 64; k++) {
+        uint64_t m;
+        memcpy(&m, b + 8 * k, 8);
+        while (m) {
+            size_t i = 64 * k + (size_t)__builtin_ctzll(m);
+            sum += entry_bytes == 2 ? ((const uint16_t *)w)[i] : ((const uint64_t *)w)[i];
+            m &= m - 1;
+        }
+    }
+    return sum;
+}
+
 uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint64_t *w, size_t nbits) {
     size_t nwords = nbits / 64;
     const uint8_t *b = (const uint8_t *)bits;
@@ -913,16 +928,7 @@ uint64_t sigma_bits_dot_with(unsigned vector_bits, const void *bits, const uint6
         if (vector_bits >= 256 && have_avx2()) return bits_dot_avx2((const uint64_t *)(const void *)b, w, nwords);
     }
 #endif
-    uint64_t sum = 0;
-    for (size_t k = 0; k < nwords; k++) {
-        uint64_t m;
-        memcpy(&m, b + 8 * k, 8);
-        while (m) {
-            sum += w[64 * k + (size_t)__builtin_ctzll(m)];
-            m &= m - 1;
-        }
-    }
-    return sum;
+    return scalar_bits_dot(b, w, 8, nbits);
 }
 
 #if defined(__x86_64__)
@@ -957,16 +963,7 @@ uint64_t sigma_bits_dot16_with(unsigned vector_bits, const void *bits, const uin
     if (vector_bits >= 512 && have_avx512()) return bits_dot16_avx512(b, w, nbits);
 #endif
     (void)vector_bits;
-    uint64_t sum = 0;
-    for (size_t k = 0; k < nbits / 64; k++) {
-        uint64_t m;
-        memcpy(&m, b + 8 * k, 8);
-        while (m) {
-            sum += w[64 * k + (size_t)__builtin_ctzll(m)];
-            m &= m - 1;
-        }
-    }
-    return sum;
+    return scalar_bits_dot(b, w, 2, nbits);
 }
 
 uint64_t sigma_bits_dot16(const void *bits, const uint16_t *w, size_t nbits) {
