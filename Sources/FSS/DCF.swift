@@ -148,6 +148,16 @@ public struct DCFKeys: Sendable {
         self.layout = layout
     }
 
+    public static let encodedHeaderSize = KeyHeader.size
+
+    /// The whole encoding's size from its header (checked), so a reader knows how many bytes to take.
+    public static func encodedSize(of bytes: UnsafeRawBufferPointer) throws(KeyDecodingError) -> Int {
+        let fields = try KeyHeader.read(bytes, kind: DCFLayout.kind)
+        return KeyHeader.size
+            + (try DCFLayout.checkedBodySize(
+                inputBits: fields.inputBits, payloadBits: fields.payloadBits, count: fields.count))
+    }
+
     /// Decodes and validates an encoding: header, exact size and checksum. Never traps on bad input.
     public init(decoding encoded: [UInt8]) throws(KeyDecodingError) {
         let fields = try withDecodedBytes(encoded) { bytes throws(KeyDecodingError) in

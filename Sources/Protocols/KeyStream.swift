@@ -105,6 +105,9 @@ public final class KeyStreamWriter {
     /// A batch of DPF keys in their encoding.
     public func dpf(_ keys: DPFKeys) throws { try emit(keys.encoded) }
 
+    /// A batch of DCF keys in their encoding.
+    public func dcf(_ keys: DCFKeys) throws { try emit(keys.encoded) }
+
     /// A seed for `SecureRandom(expanding:)`.
     public func seed(_ seed: [UInt8]) throws { try emit(seed) }
 }
@@ -238,6 +241,16 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
             throw .exhausted(needed: count, available: 0)
         }
         return bits
+    }
+
+    /// A DCF key batch (copied: DCFs serve small tensors only).
+    public func dcf() throws(KeyStreamError) -> DCFKeys {
+        try ensureVerified(through: min(base.count, offset + DCFKeys.encodedHeaderSize))
+        let header = UnsafeRawBufferPointer(rebasing: base[offset...])
+        let size: Int
+        do { size = try DCFKeys.encodedSize(of: header) } catch { throw .badKey(error) }
+        let bytes = try take(size)
+        do { return try DCFKeys(decoding: Array(bytes)) } catch { throw .badKey(error) }
     }
 
     /// A DPF key batch, viewed in place.

@@ -134,19 +134,16 @@ extension Dealer {
         try share((0..<(count * levels)).map { (r[$0 / levels] &* UInt64(bitMasks[$0])) & ring.mask }, bits: n)
         let normalizedMasks = randomWords(count, ring: ring)
         try share(normalizedMasks, bits: n)
-        // Round 3: the carry of the low n − 8 bits of û.
-        let carryMasks = try maskedComparisonKeys(
-            alphas: normalizedMasks.map { $0 & ((1 << UInt64(n - 8)) - 1) }, bits: n - 8)
-        // Round 4: the index m·64 + e, with m = (û ≫ (n−8)) − (r_u ≫ (n−8)) − κ mod 128.
+        // Round 3: the index m·64 + e, with m = (û ≫ (n−8)) − (r_u ≫ (n−8)) − κ mod 128 and κ the carry of the low
+        // n − 8 bits of û: shares of κ from a DCF (rows are few), so no round reveals a masked κ first.
+        precondition(count <= oneRoundTruncationLimit, "one 1/√ per row")
+        let lowBits: UInt64 = (1 << UInt64(n - 8)) - 1
+        try carryShareKeys(alphas: normalizedMasks.map { $0 & lowBits }, bits: n - 8, payloadBits: 13)
         let indexMasks = randomWords(count, bits: 13)
-        let candidate = { (revealed: UInt8) in
-            (0..<count).map { i -> UInt64 in
-                let m = 0 &- (normalizedMasks[i] >> UInt64(n - 8)) &- UInt64(revealed ^ carryMasks[i])
-                return (m &* 64 &+ indexMasks[i]) & 8191
-            }
-        }
-        try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: 13)
-        // Rounds 5 and 6: the table.
+        try share(
+            (0..<count).map { i in ((0 &- (normalizedMasks[i] >> UInt64(n - 8))) &* 64 &+ indexMasks[i]) & 8191 },
+            bits: 13)
+        // Rounds 4 and 5: the table.
         let outputMasks = try lookupKeys(masks: indexMasks, inputBits: 13, output: ring)
         return RingTensor(ring: ring, shape: v.shape, values: outputMasks)
     }
@@ -204,15 +201,15 @@ extension PartyContext {
         }
     }
 
-    /// 1/√v in six rounds:
+    /// 1/√v in five rounds:
     ///
     /// 1. the masked bits b_j = 1{v < 2^j} (j = 1 … n−2) from one DPF key at n − 2 shifts. With b_0 = 0 and
     ///    b_{n−1} = 1, the bit count k' of v is Σ(1 − b_j) + 1 and 2^{n−k'} = Σ_j (b_j − b_{j−1})·2^{n−j}: both
     ///    linear in the b_j, so their shares are local once b̂_j is public;
     /// 2. u = v·2^{n−k'} ∈ [2^{n−1}, 2^n) = v̂·P − r·P, with r·b_j from the dealer's shares of r and r·m_j;
-    /// 3. the masked carry of the low n − 8 bits of û;
-    /// 4. the 13-bit index m·64 + (k' − 1);
-    /// 5, 6. the table.
+    /// 3. the 13-bit index m·64 + (k' − 1), with shares of the carry κ of û's low n − 8 bits from a DCF (one round;
+    ///    a masked κ revealed first took two);
+    /// 4, 5. the table.
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         let ring = v.ring
         let n = ring.bitwidth
@@ -265,14 +262,14 @@ extension PartyContext {
         }
         let u = try reconstruct(normalized, bits: n)
         // Round 3.
-        let carries = try maskedComparison(u.map { $0 & ((1 << UInt64(n - 8)) - 1) }, bits: n - 8)
-        // Round 4.
-        let picked = try pickCandidates(carries, bits: 13)
-        let indexShares = (0..<count).map { i in
-            ((leads ? (u[i] >> UInt64(n - 8)) &* 64 : 0) &+ picked[i] &+ exponent[i]) & 8191
+        let carries = try carryShares(u, bits: n - 8)  // mod 2^13
+        let base = try keys.words(count, bits: 13)
+        let indexShares = (0..<count).map { i -> UInt64 in
+            let high: UInt64 = leads ? (u[i] >> UInt64(n - 8)) &* 64 : 0
+            return (high &+ base[i] &- carries[i] &* 64 &+ exponent[i]) & 8191
         }
         let index = try reconstruct(indexShares, bits: 13)
-        // Rounds 5 and 6.
+        // Rounds 4 and 5.
         let shares = try lookupShares(index, table: table.table, output: ring)
         return RingTensor(ring: ring, shape: v.shape, values: try reconstruct(shares, bits: n))
     }

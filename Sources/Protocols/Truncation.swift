@@ -6,7 +6,13 @@ import Ring
 //
 //     TR_{n,f}(x) = x̂_h − r_h − 1{x̂_l < r_l}   (mod 2^{n−f}),
 //
-// which needs one comparison on f bits. Each gate reveals the masked carry bit, then its output.
+// which needs one comparison on f bits. Each gate reveals the masked carry bit, then its output: two rounds, from a
+// DPF comparison. Small tensors (per-row values: LayerNorm's mean, softmax's row sums) take the carry instead as
+// arithmetic shares from a DCF and reveal only the output: one round, for twice the AES calls and 24 rather than 16
+// key bytes per input bit, which matter only per element of large tensors.
+
+/// Tensors of at most this many elements take their truncations in one round (a DCF for the carry).
+public let oneRoundTruncationLimit = 4096
 
 private let truncateReduceTag = GateTag("TRUN")
 private let gapARSTag = GateTag("GARS")
@@ -31,8 +37,24 @@ extension Cleartext {
 }
 
 extension Dealer {
+    /// DCF keys giving shares mod 2^`payloadBits` of the carry 1{v_l < α} for public `bits`-bit values v_l.
+    func carryShareKeys(alphas: [UInt64], bits: Int, payloadBits: Int) throws {
+        let keys = DCF.generate(
+            alphas: alphas, payloads: [UInt64](repeating: 1, count: alphas.count), inputBits: bits,
+            payloadBits: payloadBits, random: &random)
+        try p0.dcf(keys.p0)
+        try p1.dcf(keys.p1)
+    }
+
     /// TR keys for input mask r (n bits); returns the output mask (n − f bits).
     func truncateReduceKeys(_ masks: [UInt64], n: Int, f: Int) throws -> [UInt64] {
+        if masks.count <= oneRoundTruncationLimit {
+            try carryShareKeys(alphas: masks.map { $0 & lowMask(f) }, bits: f, payloadBits: n - f)
+            let outputMasks = randomWords(masks.count, bits: n - f)
+            try share(
+                (0..<masks.count).map { (outputMasks[$0] &- (masks[$0] >> UInt64(f))) & lowMask(n - f) }, bits: n - f)
+            return outputMasks
+        }
         let carryMasks = try maskedComparisonKeys(alphas: masks.map { $0 & lowMask(f) }, bits: f)
         let outputMasks = randomWords(masks.count, bits: n - f)
         // Candidate for a revealed bit ĉ: r_out − r_h − c with c = ĉ ⊕ m.
@@ -57,6 +79,16 @@ extension Dealer {
     public func gapARS(_ x: RingTensor, by f: Int) throws -> RingTensor {
         let n = x.ring.bitwidth
         try beginGate(gapARSTag, count: x.count)
+        if x.count <= oneRoundTruncationLimit {
+            try carryShareKeys(alphas: x.values.map { $0 & lowMask(f) }, bits: f, payloadBits: n)
+            let outputMasks = randomWords(x.count, ring: x.ring)
+            try share(
+                (0..<x.count).map { i in
+                    (outputMasks[i] &- (x.values[i] >> UInt64(f)) &- (1 << UInt64(n - f - 2))) & x.ring.mask
+                }, bits: n)
+            try share(x.values.map { ($0 >> UInt64(n - 1)) << UInt64(n - f) }, bits: n)  // 2^{n−f}·MSB(r)
+            return RingTensor(ring: x.ring, shape: x.shape, values: outputMasks)
+        }
         let carryMasks = try maskedComparisonKeys(alphas: x.values.map { $0 & lowMask(f) }, bits: f)
         let outputMasks = randomWords(x.count, ring: x.ring)
         let candidate = { (revealed: UInt8) in
@@ -91,7 +123,20 @@ extension Dealer {
 }
 
 extension PartyContext {
+    /// Shares mod 2^`payloadBits` of the carry 1{v_l < α} at the low `bits` bits of public values (one DCF batch).
+    func carryShares(_ values: [UInt64], bits: Int) throws -> [UInt64] {
+        try keys.dcf().evaluate(at: values.map { $0 & lowMask(bits) })
+    }
+
     func truncateReduceShares(_ masked: [UInt64], n: Int, f: Int) throws -> [UInt64] {
+        if masked.count <= oneRoundTruncationLimit {
+            let carries = try carryShares(masked, bits: f)
+            let base = try keys.words(masked.count, bits: n - f)
+            let shares = (0..<masked.count).map { i in
+                ((leads ? masked[i] >> UInt64(f) : 0) &+ base[i] &- carries[i]) & lowMask(n - f)
+            }
+            return try reconstruct(shares, bits: n - f)
+        }
         let carries = try maskedComparison(masked.map { $0 & lowMask(f) }, bits: f)
         let picked = try pickCandidates(carries, bits: n - f)
         let shares = (0..<masked.count).map { i in
@@ -118,8 +163,14 @@ extension PartyContext {
             }
             initialized = x.count
         }
-        let carries = try maskedComparison(shifted, bits: f)  // on the low f bits
-        let picked = try pickCandidates(carries, bits: n)
+        let picked: [UInt64]
+        if x.count <= oneRoundTruncationLimit {
+            let carries = try carryShares(shifted, bits: f)
+            let base = try keys.words(x.count, bits: n)
+            picked = (0..<x.count).map { (base[$0] &- carries[$0]) & mask }
+        } else {
+            picked = try pickCandidates(try maskedComparison(shifted, bits: f), bits: n)  // on the low f bits
+        }
         let wrapTerm = try keys.words(x.count, bits: n)
         let lead = leads
         let shares = [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in

@@ -85,15 +85,27 @@ struct ProtocolTests {
         }
     }
 
-    @Test("TR, GapARS and faithful ARS", arguments: bitwidths, [1, 6, 12])
+    @Test(
+        "TR, GapARS and faithful ARS, in one round from a DCF (small tensors) and in two from a DPF (large ones)",
+        arguments: bitwidths, [1, 6, 12])
     func truncations(bits: Int, f: Int) throws {
+        try truncations(bits: bits, f: f, large: false)
+        if f != 6 { try truncations(bits: bits, f: f, large: true) }
+    }
+
+    func truncations(bits: Int, f: Int, large: Bool) throws {
         let ring = Ring(bitwidth: bits)
         var values = TestValues(seed: UInt64(bits * 100 + f))
-        let full = values.signed(300, magnitudeBits: bits - 1, ring: ring) + edges(ring)
+        // Past the one-round limit, padded with more random values after the edges (whose indices the checks use).
+        let padding = large ? oneRoundTruncationLimit : 0
+        let full =
+            values.signed(300, magnitudeBits: bits - 1, ring: ring) + edges(ring)
+            + values.signed(padding, magnitudeBits: bits - 1, ring: ring)
         let gapBound = Int64(1) << Int64(bits - 2)
         let gapped =
             values.signed(300, magnitudeBits: bits - 2, ring: ring)
             + edges(ring).filter { (-gapBound..<gapBound).contains(ring.signed($0)) }
+            + values.signed(padding, magnitudeBits: bits - 2, ring: ring)
         let runs = try runEverywhere { b -> [RingTensor] in
             let x = try b.inputFromClient(full, shape: [full.count], ring: ring)
             let g = try b.inputFromClient(gapped, shape: [gapped.count], ring: ring)
@@ -102,7 +114,7 @@ struct ProtocolTests {
         for (i, name) in ["TR", "GapARS", "faithful ARS"].enumerated() {
             let secure = zip(runs.p0[i].values, runs.masks[i].values).map { ($0 &- $1) & runs.p0[i].ring.mask }
             #expect(runs.p0[i] == runs.p1[i], "\(name): the parties hold the same masked output")
-            #expect(secure == runs.clear[i].values, "\(name) n=\(bits) f=\(f)")
+            #expect(secure == runs.clear[i].values, "\(name) n=\(bits) f=\(f) large=\(large)")
         }
         #expect(runs.clear[0].ring.bitwidth == bits - f)
         #expect(runs.clear[0].values[300 + 3] == (1 << UInt64(bits - 1 - f)) - 1)  // TR(2^{n−1} − 1)
@@ -338,7 +350,7 @@ struct ServerWeightTests {
     @Test("a seeded gate writes its party only the DPF keys and a seed; gates alternate to the party with more bytes")
     func seededGates() throws {
         let ring = Ring(bitwidth: 50)
-        let count = 1000
+        let count = oneRoundTruncationLimit + 1  // GapARS from a DPF comparison
         let (sink0, sink1) = (MemoryKeySink(), MemoryKeySink())
         let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 6))
         let x = RingTensor(ring: ring, shape: [count], values: [UInt64](repeating: 0, count: count))
