@@ -245,21 +245,28 @@ public final class KeyStreamReader: @unchecked Sendable {  // used by one thread
 
     /// A DCF key batch (copied: DCFs serve small tensors only).
     public func dcf() throws(KeyStreamError) -> DCFKeys {
-        try ensureVerified(through: min(base.count, offset + DCFKeys.encodedHeaderSize))
-        let header = UnsafeRawBufferPointer(rebasing: base[offset...])
-        let size: Int
-        do { size = try DCFKeys.encodedSize(of: header) } catch { throw .badKey(error) }
-        let bytes = try take(size)
-        do { return try DCFKeys(decoding: Array(bytes)) } catch { throw .badKey(error) }
+        try keyBatch(headerSize: DCFKeys.encodedHeaderSize, size: DCFKeys.encodedSize) {
+            (bytes) throws(KeyDecodingError) in try DCFKeys(decoding: Array(bytes))
+        }
     }
 
     /// A DPF key batch, viewed in place.
     public func dpf() throws(KeyStreamError) -> DPFKeys {
-        try ensureVerified(through: min(base.count, offset + DPFKeys.encodedHeaderSize))
+        try keyBatch(headerSize: DPFKeys.encodedHeaderSize, size: DPFKeys.encodedSize) {
+            (bytes) throws(KeyDecodingError) in try DPFKeys(viewing: bytes, owner: owner)
+        }
+    }
+
+    /// A key batch whose size its header tells: the header verified first, then the whole batch taken.
+    private func keyBatch<Keys>(
+        headerSize: Int, size: (UnsafeRawBufferPointer) throws(KeyDecodingError) -> Int,
+        decode: (UnsafeRawBufferPointer) throws(KeyDecodingError) -> Keys
+    ) throws(KeyStreamError) -> Keys {
+        try ensureVerified(through: min(base.count, offset + headerSize))
         let header = UnsafeRawBufferPointer(rebasing: base[offset...])
-        let size: Int
-        do { size = try DPFKeys.encodedSize(of: header) } catch { throw .badKey(error) }
-        let bytes = try take(size)
-        do { return try DPFKeys(viewing: bytes, owner: owner) } catch { throw .badKey(error) }
+        let count: Int
+        do { count = try size(header) } catch { throw .badKey(error) }
+        let bytes = try take(count)
+        do { return try decode(bytes) } catch { throw .badKey(error) }
     }
 }
