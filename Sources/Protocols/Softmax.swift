@@ -12,6 +12,8 @@ import Ring
 //    `clippedShift`; the two table values are multiplied and truncated (GapARS);
 // 3. the row sum, its inverse from a (⌈log2(k+1)⌉ + 6)-bit table after a truncation by f − 6, and the product.
 //
+// With the coarse maximum (every model runs it) steps 1 and 2 work on the scores' high bytes: see `softmax`.
+//
 // A causal mode takes only the lower triangle (row i has i + 1 entries) and returns the full k × k matrix with
 // zeros above the diagonal.
 
