@@ -68,7 +68,11 @@ public enum DPF {
     /// Key k's root seed (control bit = the party) is block k of AES-CTR under the batch's root seed for that party.
     static func expandRoots(seed: [UInt8], count: Int, party: Party) -> [Block] {
         var stream = SecureRandom(expanding: seed)
-        return stream.blocks(count).map { $0.withControlBit(party.rawValue) }
+        var roots = stream.blocks(count)
+        roots.withUnsafeMutableBufferPointer { roots in  // in place: a party expands every batch it views
+            for k in 0..<roots.count { roots[k] = roots[k].withControlBit(party.rawValue) }
+        }
+        return roots
     }
 
     /// Keys generated together; bounds the dealer's scratch memory.

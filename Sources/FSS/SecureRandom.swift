@@ -95,9 +95,10 @@ public struct SecureRandom: ~Copyable {
 
     /// `count` pseudorandom blocks.
     public mutating func blocks(_ count: Int) -> [Block] {
-        var result = [Block](repeating: .zero, count: count)
-        result.withUnsafeMutableBytes { fill($0) }
-        return result
+        [Block](unsafeUninitializedCapacity: count) { result, initialized in
+            fill(UnsafeMutableRawBufferPointer(result))
+            initialized = count
+        }
     }
 
     /// `count` uniformly random values below 2^`bits` (1 ... 64).
