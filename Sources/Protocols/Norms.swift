@@ -105,8 +105,7 @@ extension Dealer {
         try share(squareSumsPlus(squareMasks, x, rowLength: k), bits: ring.bitwidth)
         try share(y.values, bits: ring.bitwidth)
         try share(
-            (0..<x.count).map { (x.values[$0] &* y.values[$0 % k] &+ productMasks[$0]) & ring.mask },
-            bits: ring.bitwidth)
+            broadcastProductConstants(x, y, broadcast: .columns, outputMasks: productMasks), bits: ring.bitwidth)
         return (
             RingTensor(ring: ring, shape: [x.count / k], values: squareMasks),
             RingTensor(ring: ring, shape: x.shape, values: productMasks)
@@ -352,26 +351,15 @@ extension RingBackend {
 
     /// Each row's value repeated over the row (local: masks repeat like values).
     public func broadcastRows(_ x: RingTensor, rowLength k: Int) -> RingTensor {
-        let values = [UInt64](unsafeUninitializedCapacity: x.count * k) { out, initialized in
-            for (row, value) in x.values.enumerated() {
-                UnsafeMutableBufferPointer(rebasing: out[(row * k)..<(row * k + k)]).initialize(repeating: value)
-            }
-            initialized = x.count * k
-        }
-        return RingTensor(ring: x.ring, shape: [x.count * k], reducedValues: values)
+        RingTensor(
+            ring: x.ring, shape: [x.count * k],
+            reducedValues: Broadcast.rows(x.count, length: k).expand(x.values, count: x.count * k))
     }
 
     /// A row vector repeated over `rows` rows (local).
     public func broadcastColumns(_ x: RingTensor, rows: Int) -> RingTensor {
-        let k = x.count
-        let values = [UInt64](unsafeUninitializedCapacity: rows * k) { out, initialized in
-            x.values.withUnsafeBufferPointer { row in
-                for r in 0..<rows {
-                    _ = UnsafeMutableBufferPointer(rebasing: out[(r * k)..<(r * k + k)]).initialize(from: row)
-                }
-            }
-            initialized = rows * k
-        }
-        return RingTensor(ring: x.ring, shape: [rows * k], reducedValues: values)
+        RingTensor(
+            ring: x.ring, shape: [rows * x.count],
+            reducedValues: Broadcast.columns.expand(x.values, count: rows * x.count))
     }
 }

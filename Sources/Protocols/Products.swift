@@ -24,32 +24,37 @@ public enum Broadcast: Sendable, Equatable {
         .rows(lengths: [Int](repeating: length, count: count))
     }
 
-    /// y repeated out to `count` values.
+    /// y repeated out to `count` values: a fill per row, or a copy of y per row.
     public func expand(_ y: [UInt64], count: Int) -> [UInt64] {
         [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
-            forEachRun(count: count, compact: y.count) { range, index in
-                for i in range { out[i] = y[index(i)] }
+            y.withUnsafeBufferPointer { y in
+                forEachRun(count: count, compact: y.count) { run, first, step in
+                    let target = UnsafeMutableBufferPointer(rebasing: out[run])
+                    if step == 0 {
+                        target.initialize(repeating: y[first])
+                    } else {
+                        _ = target.initialize(from: UnsafeBufferPointer(rebasing: y[first..<(first + run.count)]))
+                    }
+                }
             }
             initialized = count
         }
     }
 
-    /// Calls `body` with runs of elements and, for each element of a run, the index of its y value (one value per
-    /// run for rows, consecutive values for columns).
-    func forEachRun(count: Int, compact: Int, _ body: (Range<Int>, (Int) -> Int) -> Void) {
+    /// Calls `body` with runs of elements: element run.lowerBound + i takes y[first + step·i] (step 0 for a row's
+    /// value, 1 for a row of columns).
+    func forEachRun(count: Int, compact: Int, _ body: (_ run: Range<Int>, _ first: Int, _ step: Int) -> Void) {
         switch self {
         case .rows(let lengths):
             precondition(lengths.count == compact && lengths.reduce(0, +) == count, "one y value per row")
             var start = 0
             for (row, length) in lengths.enumerated() {
-                body(start..<(start + length), { _ in row })
+                body(start..<(start + length), row, 0)
                 start += length
             }
         case .columns:
             precondition(compact > 0 && count % compact == 0, "whole rows of y.count values")
-            for start in stride(from: 0, to: count, by: compact) {
-                body(start..<(start + compact), { $0 - start })
-            }
+            for start in stride(from: 0, to: count, by: compact) { body(start..<(start + compact), 0, 1) }
         }
     }
 }
@@ -96,11 +101,19 @@ extension Dealer {
         let ring = x.ring
         try beginGate(broadcastMulTag, count: x.count)
         let maskZ = randomWords(x.count, ring: ring)
-        let maskY = broadcast.expand(y.values, count: x.count)
         try share(x.values, bits: ring.bitwidth)
         try share(y.values, bits: ring.bitwidth)
-        try share((0..<x.count).map { (x.values[$0] &* maskY[$0] &+ maskZ[$0]) & ring.mask }, bits: ring.bitwidth)
+        try share(broadcastProductConstants(x, y, broadcast: broadcast, outputMasks: maskZ), bits: ring.bitwidth)
         return RingTensor(ring: ring, shape: x.shape, values: maskZ)
+    }
+
+    /// C = R_X ⊙ R_Y′ + R_Z for the masks of x and of the compact y repeated as `broadcast` says.
+    func broadcastProductConstants(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast, outputMasks: [UInt64])
+        -> [UInt64]
+    {
+        let maskY = broadcast.expand(y.values, count: x.count)
+        let mask = x.ring.mask
+        return (0..<x.count).map { (x.values[$0] &* maskY[$0] &+ outputMasks[$0]) & mask }
     }
 }
 
@@ -160,9 +173,9 @@ extension PartyContext {
         let factor = zip(y, maskY).map { leads ? $0 &- $1 : 0 &- $1 }
         let mask = ring.mask
         return [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
-            broadcast.forEachRun(count: x.count, compact: y.count) { range, index in
-                for i in range {
-                    let j = index(i)
+            broadcast.forEachRun(count: x.count, compact: y.count) { run, first, step in
+                for i in run {
+                    let j = first + step * (i - run.lowerBound)
                     out[i] = (x[i] &* factor[j] &- maskX[i] &* y[j] &+ c[i]) & mask
                 }
             }

@@ -207,13 +207,13 @@ extension RingBackend {
         precondition(rowLengths.allSatisfy { (1...1024).contains($0) }, "rows of 1 to 1024 entries")
         let effective = Ring(bitwidth: softmaxEffectiveBits(ring: ring, magnitudeBits: magnitudeBits), scale: f)
         let scores = x.converted(to: effective)
-        var rowOf: [Int] = []
-        for (row, length) in rowLengths.enumerated() { rowOf += repeatElement(row, count: length) }
+        let rows = Broadcast.rows(lengths: rowLengths)
         let e: RingTensor
         if coarseMaximum {
             let high = try truncateReduce(scores, by: 8)  // ⌊x/2^8⌋, signed in e − 8 bits
             let maxima = try maxRows(high, rowLengths: rowLengths)
-            let broadcastMax = RingTensor(ring: high.ring, shape: x.shape, values: rowOf.map { maxima.values[$0] })
+            let broadcastMax = RingTensor(
+                ring: high.ring, shape: x.shape, reducedValues: rows.expand(maxima.values, count: x.count))
             let lowByte = addConstant(
                 multiply(scores, byConstant: effective.mask), [UInt64](repeating: 255, count: scores.count))
             e = try negativeExp(
@@ -221,14 +221,17 @@ extension RingBackend {
                 low: lowByte.converted(to: Ring(bitwidth: 8, scale: 0)), output: ring)
         } else {
             let maxima = try maxRows(scores, rowLengths: rowLengths)
-            let broadcastMax = RingTensor(ring: effective, shape: x.shape, values: rowOf.map { maxima.values[$0] })
+            let broadcastMax = RingTensor(
+                ring: effective, shape: x.shape, reducedValues: rows.expand(maxima.values, count: x.count))
             e = try negativeExp(subtract(broadcastMax, scores), output: ring)
         }
         // Row sums (local), each in [1, k] at scale f; the inverse table is indexed by the sum at scale 6.
         let longest = rowLengths.max() ?? 1
         let sumBits = f + Int((Double(longest + 2)).log2Ceiling)  // room for k·2^f plus the rounding half
         var sums = [UInt64](repeating: 0, count: rowLengths.count)
-        for (i, row) in rowOf.enumerated() { sums[row] &+= e.values[i] }
+        rows.forEachRun(count: e.count, compact: rowLengths.count) { run, row, _ in
+            sums[row] = e.values[run].reduce(0, &+)
+        }
         let sumTensor = RingTensor(ring: ring, shape: [rowLengths.count], values: sums)
             .converted(to: Ring(bitwidth: sumBits, scale: f))
         // Round the sum to 6 fractional bits rather than flooring it (a public constant: no cost): the inverse is
@@ -237,7 +240,7 @@ extension RingBackend {
         let index = try truncateReduce(rounded, by: f - 6)
         let inverse = try lookup(
             index, table: SoftmaxTables.inverse(bits: index.ring.bitwidth, scale: f), output: ring)
-        return try roundingShift(try mul(e, inverse, broadcast: .rows(lengths: rowLengths)), by: f)
+        return try roundingShift(try mul(e, inverse, broadcast: rows), by: f)
     }
 
     /// GapARS after adding half of the dropped unit (a public constant, so free): rounds to nearest instead of
