@@ -73,10 +73,11 @@ public protocol RingBackend: AnyObject {
     func clippedShift(_ x: RingTensor, by s: Int, bits c: Int) throws -> RingTensor
     /// Σ x² over rows of `k`, revealed per row only (`Norms.swift`).
     func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor
-    /// Σ x² over rows of `k` (as `sumOfSquares`) and x ⊙ y′ for y one row of k values repeated over the rows (as
-    /// `mul(_:_:broadcast:)`), one gate revealed in one round (`Norms.swift`).
-    func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
+    /// Σ x² over rows of `k`, revealed now (as `sumOfSquares`), and x ⊙ t′ ⊙ y′ for y one row of k values and
+    /// t one value per row, revealed later by `scaling(rows: t)`: the two share x's mask, and x ⊙ y′ is never
+    /// revealed (`Norms.swift`).
+    func sumOfSquares(_ x: RingTensor, rowLength k: Int, thenScalingBy y: RingTensor) throws -> (
+        squares: RingTensor, scaling: RowColumnScaling
     )
     /// 1/√v from the 13-bit float form of v, 1 ≤ v < 2^{n−1} (`Norms.swift`).
     func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor

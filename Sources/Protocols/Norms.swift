@@ -6,7 +6,7 @@ import Ring
 // reference hands this step to a second, CPU library).
 
 private let sumOfSquaresTag = GateTag("SSQR")
-private let squaresAndProductTag = GateTag("SSQP")
+private let rowColumnProductTag = GateTag("SCRC")
 private let reciprocalSqrtTag = GateTag("RSQT")
 
 /// The table of 1/√(s/k) from the 13-bit float form of v = s + 1: v ≈ 2^e·(1 + m/128) with a 6-bit exponent e and
@@ -44,6 +44,17 @@ public struct ReciprocalSqrtTable: Sendable {
     }
 }
 
+/// The second half of `RingBackend.sumOfSquares(_:rowLength:thenScalingBy:)`: x ⊙ t′ ⊙ y′ once the rows' t is
+/// known, in the gate's one round.
+public struct RowColumnScaling {
+    let product: (_ rows: RingTensor) throws -> RingTensor
+
+    public init(_ product: @escaping (_ rows: RingTensor) throws -> RingTensor) { self.product = product }
+
+    /// x ⊙ t′ ⊙ y′, t one value per row of x.
+    public func callAsFunction(rows t: RingTensor) throws -> RingTensor { try product(t) }
+}
+
 extension Cleartext {
     public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
         let rows = x.count / k
@@ -53,10 +64,16 @@ extension Cleartext {
         return RingTensor(ring: x.ring, shape: [rows], values: sums)
     }
 
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int, thenScalingBy y: RingTensor) throws -> (
+        squares: RingTensor, scaling: RowColumnScaling
     ) {
-        (try sumOfSquares(x, rowLength: k), try mul(x, y, broadcast: .columns))
+        precondition(y.count == k, "one y value per column")
+        return (
+            try sumOfSquares(x, rowLength: k),
+            RowColumnScaling { t in
+                try self.mul(try self.mul(x, t, broadcast: .rows(x.count / k, length: k)), y, broadcast: .columns)
+            }
+        )
     }
 
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
@@ -91,25 +108,37 @@ extension Dealer {
         }
     }
 
-    /// Both gates as one: the shares of R_X serve the squares and the product, and R_Y (one row of k) is shared
-    /// once per column.
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
+    /// The sum-of-squares gate now (its shares of a = R_X serve the product too), the product's own gate when
+    /// t's mask b is known: shares of c = R_Y per column, b per row, and per element of bc, ac, ab and
+    /// r_out − abc (`PartyContext.rowColumnProductShares`).
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int, thenScalingBy y: RingTensor) throws -> (
+        squares: RingTensor, scaling: RowColumnScaling
     ) {
-        let ring = x.ring
         precondition(y.count == k, "one y value per column")
-        try beginGate(squaresAndProductTag, count: x.count)
-        let squareMasks = randomWords(x.count / k, ring: ring)
-        let productMasks = randomWords(x.count, ring: ring)
-        try share(x.values, bits: ring.bitwidth)
-        try share(squareSumsPlus(squareMasks, x, rowLength: k), bits: ring.bitwidth)
-        try share(y.values, bits: ring.bitwidth)
-        try share(
-            broadcastProductConstants(x, y, broadcast: .columns, outputMasks: productMasks), bits: ring.bitwidth)
-        return (
-            RingTensor(ring: ring, shape: [x.count / k], values: squareMasks),
-            RingTensor(ring: ring, shape: x.shape, values: productMasks)
-        )
+        let squares = try sumOfSquares(x, rowLength: k)
+        return (squares, RowColumnScaling { t in try self.rowColumnProductKeys(x, rows: t, columns: y) })
+    }
+
+    private func rowColumnProductKeys(_ x: RingTensor, rows t: RingTensor, columns y: RingTensor) throws
+        -> RingTensor
+    {
+        let ring = x.ring
+        let k = y.count
+        precondition(t.count * k == x.count, "one t value per row")
+        try beginGate(rowColumnProductTag, count: x.count)
+        let outputMasks = randomWords(x.count, ring: ring)
+        let (a, b, c) = (x.values, t.values, y.values)
+        let mask = ring.mask
+        func perElement(_ value: (_ i: Int, _ row: Int, _ column: Int) -> UInt64) -> [UInt64] {
+            (0..<x.count).map { i in value(i, i / k, i % k) & mask }
+        }
+        try share(c, bits: ring.bitwidth)
+        try share(b, bits: ring.bitwidth)
+        try share(perElement { _, row, column in b[row] &* c[column] }, bits: ring.bitwidth)
+        try share(perElement { i, _, column in a[i] &* c[column] }, bits: ring.bitwidth)
+        try share(perElement { i, row, _ in a[i] &* b[row] }, bits: ring.bitwidth)
+        try share(perElement { i, row, column in outputMasks[i] &- a[i] &* b[row] &* c[column] }, bits: ring.bitwidth)
+        return RingTensor(ring: ring, shape: x.shape, values: outputMasks)
     }
 
     /// 1/√ from the 13-bit float form (see `PartyContext.reciprocalSqrt`), for 1 ≤ v < 2^{n−1}.
@@ -152,36 +181,68 @@ extension PartyContext {
     public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
         RingTensor(
             ring: x.ring, shape: [x.count / k],
-            values: try reconstruct(sumOfSquaresShares(x, rowLength: k), bits: x.ring.bitwidth))
+            values: try reconstruct(sumOfSquaresShares(x, rowLength: k).squares, bits: x.ring.bitwidth))
     }
 
-    /// Both gates' shares, one message.
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
+    /// The squares revealed now; x's mask shares kept for the product.
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int, thenScalingBy y: RingTensor) throws -> (
+        squares: RingTensor, scaling: RowColumnScaling
     ) {
-        let bits = x.ring.bitwidth
-        try keys.expectGate(squaresAndProductTag, count: x.count)
-        let masks = try keys.words(x.count, bits: bits)
-        let constants = try keys.words(x.count / k, bits: bits)
-        let columnMasks = try keys.words(y.count, bits: bits)
-        let c = try keys.words(x.count, bits: bits)
-        let squares = squareSumShares(x, rowLength: k, masks: masks, constants: constants)
-        let product = broadcastProductShares(
-            x.values, masks, compact: y.values, compactMasks: columnMasks, broadcast: .columns, constants: c,
-            ring: x.ring)
-        let revealed = try reconstructMany([(squares, bits), (product, bits)])
+        precondition(y.count == k, "one y value per column")
+        let (shares, masks) = try sumOfSquaresShares(x, rowLength: k)
+        let squares = try reconstruct(shares, bits: x.ring.bitwidth)
         return (
-            RingTensor(ring: x.ring, shape: [x.count / k], values: revealed[0]),
-            RingTensor(ring: x.ring, shape: x.shape, values: revealed[1])
+            RingTensor(ring: x.ring, shape: [x.count / k], values: squares),
+            RowColumnScaling { t in
+                let product = try self.rowColumnProductShares(x, masks: masks, rows: t, columns: y)
+                return RingTensor(
+                    ring: x.ring, shape: x.shape, values: try self.reconstruct(product, bits: x.ring.bitwidth))
+            }
         )
     }
 
-    /// This party's share of Σ x² + r_out per row (the gate without its reveal).
-    func sumOfSquaresShares(_ x: RingTensor, rowLength k: Int) throws -> [UInt64] {
+    /// This party's share of Σ x² + r_out per row (the gate without its reveal), and of x's mask.
+    func sumOfSquaresShares(_ x: RingTensor, rowLength k: Int) throws -> (squares: [UInt64], masks: [UInt64]) {
         try keys.expectGate(sumOfSquaresTag, count: x.count)
         let masks = try keys.words(x.count, bits: x.ring.bitwidth)
         let constants = try keys.words(x.count / k, bits: x.ring.bitwidth)
-        return squareSumShares(x, rowLength: k, masks: masks, constants: constants)
+        return (squareSumShares(x, rowLength: k, masks: masks, constants: constants), masks)
+    }
+
+    /// Shares of x·t·y + r_out per element (t per row, y per column) from the masked x̂ = x + a, t̂ = t + b,
+    /// ŷ = y + c:
+    ///
+    ///     x·t·y = (x̂ − a)(t̂ − b)(ŷ − c)
+    ///           = x̂·(t̂ŷ − t̂c − bŷ + bc) − a·t̂ŷ + ac·t̂ + ab·ŷ − abc,
+    ///
+    /// with shares of a (from the sum of squares), c, b, bc, ac, ab and r_out − abc from the dealer.
+    func rowColumnProductShares(_ x: RingTensor, masks a: [UInt64], rows t: RingTensor, columns y: RingTensor)
+        throws -> [UInt64]
+    {
+        let bits = x.ring.bitwidth
+        let k = y.count
+        try keys.expectGate(rowColumnProductTag, count: x.count)
+        let c = try keys.words(k, bits: bits)
+        let b = try keys.words(t.count, bits: bits)
+        let bc = try keys.words(x.count, bits: bits)
+        let ac = try keys.words(x.count, bits: bits)
+        let ab = try keys.words(x.count, bits: bits)
+        let constant = try keys.words(x.count, bits: bits)
+        let mask = x.ring.mask
+        let (xh, th, yh) = (x.values, t.values, y.values)
+        return [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
+            for row in 0..<t.count {
+                let (tRow, bRow) = (th[row], b[row])
+                for column in 0..<k {
+                    let i = row * k + column
+                    let ty = tRow &* yh[column]
+                    let factor = (leads ? ty : 0) &- tRow &* c[column] &- bRow &* yh[column] &+ bc[i]
+                    out[i] =
+                        (xh[i] &* factor &- a[i] &* ty &+ ac[i] &* tRow &+ ab[i] &* yh[column] &+ constant[i]) & mask
+                }
+            }
+            initialized = x.count
+        }
     }
 
     /// Σ_j x̂_j²·[b = 0] − 2·[r_j]·x̂_j + [Σ r_j² + r_out] per row.
@@ -320,10 +381,11 @@ extension RingBackend {
     }
 
     /// z·t·γ + β with t = 1/√(Σz²/k + ε). Uncertified (SIGMA's order): q = GapARS(z·t), then GapARS(q·γ + β):
-    /// six rounds after t. Certified (ours): z·γ is revealed in the same message as Σz² (neither depends on the
-    /// other), so after t only GapARS_{2f}(z·γ·t + β·2^f) is left — three rounds after t instead of six, and one
-    /// truncation instead of two. Its value at scale 3f must lie in the gap, |z·t·γ + β| < 2^{n−2−3f}, and z·γ at
-    /// scale 2f must not wrap: the range certificate bounds both (`RangeEvaluator.layerNorm`).
+    /// six rounds after t. Certified (ours): z·t·γ is one product of three factors, its gate begun with Σz² (the
+    /// two share z's mask) and revealed once t is known, so after t only GapARS_{2f}(z·t·γ + β·2^f) is left — three
+    /// rounds after t instead of six, one truncation instead of two, and z·γ is never revealed (until session 17
+    /// it was, with Σz²: a third of LayerNorm's bytes). Its value at scale 3f must lie in the gap,
+    /// |z·t·γ + β| < 2^{n−2−3f}: the range certificate bounds it (`RangeEvaluator.layerNorm`).
     func normalize(
         _ z: RingTensor, rowLength k: Int, gamma: RingTensor, beta: RingTensor?, epsilon: Double, certified: Bool
     ) throws -> RingTensor {
@@ -342,9 +404,9 @@ extension RingBackend {
             if let beta { scaled = add(scaled, broadcastColumns(beta, rows: rows)) }
             return try gapARS(scaled, by: f)
         }
-        let (squares, scaledByGamma) = try sumOfSquaresAndProduct(z, rowLength: k, timesColumns: gamma)
+        let (squares, scaling) = try sumOfSquares(z, rowLength: k, thenScalingBy: gamma)
         let t = try reciprocalSqrt(addConstant(squares, epsilonRow), table: table)
-        var scaled = try mul(scaledByGamma, t, broadcast: .rows(rows, length: k))
+        var scaled = try scaling(rows: t)
         if let beta { scaled = add(scaled, broadcastColumns(multiply(beta, byConstant: 1 << UInt64(f)), rows: rows)) }
         return try gapARS(scaled, by: 2 * f)
     }

@@ -310,9 +310,9 @@ public class WeightCollector: RingBackend {
     public func sumOfSquares(_ x: RingTensor, rowLength k: Int) throws -> RingTensor {
         zeros(x.ring, [x.count / k])
     }
-    public func sumOfSquaresAndProduct(_ x: RingTensor, rowLength k: Int, timesColumns y: RingTensor) throws -> (
-        squares: RingTensor, product: RingTensor
-    ) { (zeros(x.ring, [x.count / k]), zeros(x.ring, x.shape)) }
+    public func sumOfSquares(_ x: RingTensor, rowLength k: Int, thenScalingBy y: RingTensor) throws -> (
+        squares: RingTensor, scaling: RowColumnScaling
+    ) { (zeros(x.ring, [x.count / k]), RowColumnScaling { _ in self.zeros(x.ring, x.shape) }) }
     public func reciprocalSqrt(_ v: RingTensor, table: ReciprocalSqrtTable) throws -> RingTensor {
         zeros(v.ring, v.shape)
     }

@@ -95,7 +95,7 @@ struct NormTests {
     }
 
     @Test(
-        "the certified tail saves three rounds of LayerNorm and of RMSNorm (10 and 9 against 15 and 12); per-row truncations take one round"
+        "the certified tail saves three rounds of LayerNorm and of RMSNorm (10 and 9 against 15 and 12) and reveals two n-bit words per element; per-row truncations take one round"
     )
     func certifiedRounds() throws {
         // 129 rows of 32: the per-element truncations are past the one-round limit (two rounds, as in a model),
@@ -105,9 +105,9 @@ struct NormTests {
         #expect(x.count > oneRoundTruncationLimit)
         let gamma = [UInt64](repeating: ring.encode(1), count: k)
         let beta = [UInt64](repeating: 0, count: k)
-        func rounds(_ norm: @escaping @Sendable (any RingBackend, RingTensor, RingTensor, RingTensor) throws -> Void)
-            throws -> Int
-        {
+        func statistics(
+            _ norm: @escaping @Sendable (any RingBackend, RingTensor, RingTensor, RingTensor) throws -> Void
+        ) throws -> ChannelStatistics {
             let runs = try runEverywhere { b -> Int in
                 let xs = try b.inputFromClient(x, shape: [x.count], ring: ring)
                 let g = try b.inputFromServer(gamma, shape: [k], ring: ring)
@@ -115,8 +115,11 @@ struct NormTests {
                 try norm(b, xs, g, bt)
                 return 0
             }
-            return runs.p0Statistics.rounds
+            return runs.p0Statistics
         }
+        func rounds(_ norm: @escaping @Sendable (any RingBackend, RingTensor, RingTensor, RingTensor) throws -> Void)
+            throws -> Int
+        { try statistics(norm).rounds }
         let inputs = try rounds { _, _, _, _ in }
         // LayerNorm: the mean (faithful ARS: 3 rounds, GapARS: 1 — per row, so the carry comes from a DCF), Σz² (1),
         // 1/√ (5), then SIGMA's tail (6) or ours (3). RMSNorm: no mean.
@@ -127,5 +130,14 @@ struct NormTests {
         #expect(try rounds { b, x, g, _ in _ = try b.rmsNorm(x, rowLength: k, gamma: g) } == inputs + 12)
         #expect(
             try rounds { b, x, g, _ in _ = try b.rmsNorm(x, rowLength: k, gamma: g, certified: true) } == inputs + 9)
+        // Per element, the certified tail reveals z·t·γ and the output (n bits each) and the carry's masked bit:
+        // z·γ is not revealed. Per row, a few n-bit values and the 1/√'s bits: under 64 bytes.
+        let inputBytes = try statistics { _, _, _, _ in }.bytesSent
+        let certifiedBytes =
+            try statistics { b, x, g, bt in _ = try b.layerNorm(x, rowLength: k, gamma: g, beta: bt, certified: true) }
+            .bytesSent - inputBytes
+        let rows = x.count / k
+        #expect(certifiedBytes <= (x.count * (2 * ring.bitwidth + 1) + 7) / 8 + 64 * rows)
+        #expect(certifiedBytes > x.count * 2 * ring.bitwidth / 8)
     }
 }
