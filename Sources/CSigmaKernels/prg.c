@@ -230,11 +230,10 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 enum { LAYOUT_KEYED = 0, LAYOUT_SINGLE = 1, LAYOUT_PAIRS = 2 };
 
 // One level for `count` points (a multiple of GROUP). Point i's seed is at seeds + 16i (a 64-byte aligned array)
-// and its state byte at state[i]: bit 0 the comparison accumulator; the zmm pass also keeps the control bit in bit
-// 1, its seed's pending bit-0 flip in bit 2 and the next level's direction in bit 4 (see there), the ymm pass
-// reads the control bit from the seed. Point
-// i uses key first_key + i when key_of is NULL, else first_key + key_of[i] (any order). At the leaf level point i's
-// share goes to out[out_index ? out_index[i] : i].
+// and its state a byte a point: for the ymm pass state[i], bit 0 the comparison accumulator (it reads the control
+// bit from the seed); for the zmm pass one `zmm_state` record a group of GROUP points (see there). Point i uses key
+// first_key + i when key_of is NULL, else first_key + key_of[i] (any order). At the leaf level point i's share goes
+// to out[out_index ? out_index[i] : i].
 typedef void (*level_pass_fn)(const sigma_prg *prg, const sigma_dpf_keys *keys, unsigned level, const uint64_t *x,
                               const uint32_t *key_of, size_t first_key, uint8_t *seeds, uint8_t *state, size_t count,
                               uint8_t *out, const uint32_t *out_index);
@@ -362,50 +361,64 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
 // 4; batched ECB: 1.45 G blocks/s), so the AES unit is not what limits the pass: the other vector and opmask work
 // per register is, and every operation taken out of it shows (C changes measured with `sigma bench fss`,
 // aes_efficiency_38 with keys in L2). The control bits and the comparison accumulator therefore live in
-// general-purpose registers, one bit a point (bit 4u + i for point i of register u), and in a state byte a point
-// between levels; per register the vector side is sigma, the tweak, the first and last round keys, the correction
+// general-purpose registers, one bit a point (bit 4u + i for point i of register u), and in the group's state
+// record between levels; per register the vector side is sigma, the tweak, the first and last round keys, the correction
 // under the control mask and one test for the child's stored bit 0 (0.46 -> 0.54 with these and four registers a
 // step instead of eight, whose 16 live AES registers spilled the last round keys; without the tweak's opmask 0.68,
 // without the correction and the test 0.69 — the floor of this structure).
 //
 // The right child's control-bit correction delta costs no vector operation: the stored seed is the child before
-// it (bit 0 off by m = t·d·delta, kept in the state byte), and since tau_1 = e_0 (the unit in bit 0; checked where
+// it (bit 0 off by m = t·d·delta), and since tau_1 = e_0 (the unit in bit 0; checked where
 // the pass is chosen), the next level's AES input sigma(v ^ m·e_0 ^ tau_d) = sigma(v ^ tau_{d^m}) only needs the
 // tweak of direction d ^ m. So the keys and the seeds' meaning are those of every other evaluator; only the stored
 // bit 0 lags by a level.
 //
-// both_lanes[m] spreads a 4-bit block mask to both 64-bit lanes of each block.
-static const uint8_t both_lanes[16] = {0x00, 0x03, 0x0c, 0x0f, 0x30, 0x33, 0x3c, 0x3f,
-                                       0xc0, 0xc3, 0xcc, 0xcf, 0xf0, 0xf3, 0xfc, 0xff};
+// The zmm pass keeps its state as one record a group of 16 points (the same 16 bytes as a byte a point), laid out
+// for its use: the opmasks of the level's tweak (direction d ^ m) and of the control bit t come ready, two bits a
+// point (both 64-bit lanes of its block, byte u for register u), written by the previous level's tail, so nothing
+// is gathered from per-point bytes ahead of the AES rounds; the direction, control and accumulator bits one a point
+// for the general-purpose side. Against a state byte a point (bit 0 acc, 1 t, 2 m, 4 d: eight pext at a group's
+// start, eight pdep at its end), keys in L2 0.58 -> 0.66-0.68, streaming 0.47-0.49 -> 0.53-0.57.
+typedef struct __attribute__((may_alias)) {
+    uint32_t tweak_lanes, t_lanes;
+    uint16_t right, t, acc, unused;
+} zmm_state;
+_Static_assert(sizeof(zmm_state) == GROUP, "the zmm state takes a byte a point");
+
+// Bit i of `bits` at bits 2i and 2i + 1.
+static inline uint32_t both_lanes(uint32_t bits) {
+    uint32_t x = bits & 0xffff;
+    x = (x | x << 8) & 0x00ff00ffu;
+    x = (x | x << 4) & 0x0f0f0f0fu;
+    x = (x | x << 2) & 0x33333333u;
+    x = (x | x << 1) & 0x55555555u;
+    return x * 3;
+}
+
+// A point's state as the byte the other passes keep (bit 0 acc, bit 1 t, bit 2 the pending flip m, bit 4 the
+// direction d), and back: for the shifted evaluation's copies between points.
+static inline uint8_t zmm_point_state(const uint8_t *state, size_t i) {
+    const zmm_state *g = (const zmm_state *)(const void *)(state + i / GROUP * GROUP);
+    const unsigned b = i % GROUP, d = (g->right >> b) & 1u, m = ((g->tweak_lanes >> (2 * b)) & 1u) ^ d;
+    return (uint8_t)(((g->acc >> b) & 1u) | ((g->t >> b) & 1u) << 1 | m << 2 | d << 4);
+}
+
+static inline void set_zmm_point_state(uint8_t *state, size_t i, uint8_t byte) {
+    zmm_state *g = (zmm_state *)(void *)(state + i / GROUP * GROUP);
+    const unsigned b = i % GROUP, acc = byte & 1u, t = (byte >> 1) & 1u, m = (byte >> 2) & 1u, d = (byte >> 4) & 1u;
+    const uint16_t bit = (uint16_t)(1u << b);
+    const uint32_t pair = 3u << (2 * b);
+    g->acc = (uint16_t)((g->acc & ~bit) | acc << b);
+    g->t = (uint16_t)((g->t & ~bit) | t << b);
+    g->right = (uint16_t)((g->right & ~bit) | d << b);
+    g->tweak_lanes = (g->tweak_lanes & ~pair) | ((d ^ m) ? pair : 0);
+    g->t_lanes = (g->t_lanes & ~pair) | (t ? pair : 0);
+}
 
 // The fixed inputs of a zmm level pass, in registers.
 typedef struct {
     __m512i rk[11], tweak1, high_lanes, low_one;
 } zmm_constants;
-
-// Bit `bit` of `points` state bytes (a multiple of 8), one bit a point.
-static inline __attribute__((always_inline)) TARGET_VAES512 uint32_t state_bits(const uint8_t *state, int points,
-                                                                                 int bit) {
-    uint32_t bits = 0;
-    for (int q = 0; q < points / 8; q++) {
-        uint64_t word;
-        memcpy(&word, state + 8 * q, 8);
-        bits |= (uint32_t)_pext_u64(word, 0x0101010101010101ull << bit) << (8 * q);
-    }
-    return bits;
-}
-
-static inline __attribute__((always_inline)) TARGET_VAES512 void store_state(uint8_t *state, int points,
-                                                                             uint32_t acc, uint32_t t, uint32_t m,
-                                                                             uint32_t next_right) {
-    for (int q = 0; q < points / 8; q++) {
-        uint64_t word = _pdep_u64((acc >> (8 * q)) & 0xff, 0x0101010101010101ull) |
-                        _pdep_u64((t >> (8 * q)) & 0xff, 0x0202020202020202ull) |
-                        _pdep_u64((m >> (8 * q)) & 0xff, 0x0404040404040404ull) |
-                        _pdep_u64((next_right >> (8 * q)) & 0xff, 0x1010101010101010ull);
-        memcpy(state + 8 * q, &word, 8);
-    }
-}
 
 // Bit i: point i of `points` (a multiple of 8) has the bit of `direction_bit` set in x.
 static inline __attribute__((always_inline)) TARGET_VAES512 uint32_t x_bits(const uint64_t *x, int points,
@@ -425,17 +438,18 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
     const int comparison, const int layout, const int Z) {
     const int single = layout == LAYOUT_SINGLE, pairs = layout == LAYOUT_PAIRS;
     // Bit i: point j + i goes right at this level. Past the first level the previous level's tail has read it from
-    // x into the state byte (bit 4), so the tweak does not wait on a test of x: that chain ahead of the AES rounds
-    // cost 5-10 % of the pass (keys in L2: 0.54 -> 0.57-0.58; 0.60 with the test dropped altogether).
-    const uint32_t right = first_level ? x_bits(x + j, 4 * Z, direction_bit) : state_bits(state + j, 4 * Z, 4);
-    const uint32_t t = state_bits(state + j, 4 * Z, 1), flip = state_bits(state + j, 4 * Z, 2);
-    uint32_t acc = comparison ? state_bits(state + j, 4 * Z, 0) : 0;
-    const uint32_t tweak_right = right ^ flip;
+    // x into the state record, with the tweak's opmasks, so the tweak does not wait on a test of x: that chain
+    // ahead of the AES rounds cost 5-10 % of the pass.
+    zmm_state *group = (zmm_state *)(void *)(state + j);
+    const uint32_t right = first_level ? x_bits(x + j, 4 * Z, direction_bit) : group->right;
+    const uint32_t tweak_lanes = first_level ? both_lanes(right) : group->tweak_lanes;  // no flip at the root
+    const uint32_t t = group->t, t_lanes = group->t_lanes;
+    uint32_t acc = comparison ? group->acc : 0;
     __m512i a[8], last_key[8];
 #pragma clang loop unroll(full)
     for (int u = 0; u < Z; u++) {
         __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(v[u], 0x4E), v[u], k->high_lanes, 0x78);
-        __m512i tweak = _mm512_maskz_mov_epi64(both_lanes[(tweak_right >> (4 * u)) & 15], k->tweak1);  // tau_0 = 0
+        __m512i tweak = _mm512_maskz_mov_epi64((__mmask8)(tweak_lanes >> (8 * u)), k->tweak1);  // tau_0 = 0
         a[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[0], 0x96);
         last_key[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[10], 0x96);
     }
@@ -479,14 +493,19 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[2]))), 2);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)(words + 16 * (first_key + key[3]))), 3);
             }
-            __m512i o = _mm512_mask_xor_epi64(h, both_lanes[(t >> (4 * u)) & 15], h, c);
+            __m512i o = _mm512_mask_xor_epi64(h, (__mmask8)(t_lanes >> (8 * u)), h, c);
             raw |= (uint64_t)_mm512_test_epi64_mask(o, k->low_one) << (8 * u);
             v[u] = o;
         }
         const uint32_t child_flip = t & right & delta;
         const uint32_t child_t = (uint32_t)_pext_u64(raw, 0x5555555555555555ull) ^ child_flip;
         if (comparison) acc ^= (t ^ child_t) & ~right;  // the left-going points' right siblings
-        store_state(state + j, 4 * Z, acc, child_t, child_flip, x_bits(x + j, 4 * Z, next_direction_bit));
+        const uint32_t next_right = x_bits(x + j, 4 * Z, next_direction_bit);
+        group->right = (uint16_t)next_right;
+        group->t = (uint16_t)child_t;
+        group->acc = (uint16_t)acc;
+        group->tweak_lanes = _pdep_u32(next_right ^ child_flip, 0x55555555u) * 3;
+        group->t_lanes = _pdep_u32(child_t, 0x55555555u) * 3;
     } else {
         uint64_t leaf_words[2 * GROUP];
         for (int half = 0; half < Z / 4; half++) {
@@ -504,7 +523,7 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[1]), 1);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[2]), 2);
                 c = _mm512_inserti32x4(c, _mm_loadu_si128((const __m128i *)leaf_at[3]), 3);
-                __m512i leaf = _mm512_mask_xor_epi64(h, both_lanes[(t >> (4 * u)) & 15], h, c);
+                __m512i leaf = _mm512_mask_xor_epi64(h, (__mmask8)(t_lanes >> (8 * u)), h, c);
                 _mm512_storeu_si512((void *)(leaf_words + 8 * w), leaf);
             }
             const size_t first = j + GROUP * half;
@@ -545,15 +564,26 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
                                         : (const uint8_t *)keys->levels + level * keys->level_stride + 16 * first_key;
         next_bytes = level + 1 == depth ? 32 : 16;
     }
-    size_t j = 0;
-    const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
-    for (; j < count; j += GROUP) {
-        if (next_words)
-            for (size_t line = 0; line < GROUP * next_bytes / points_per_key; line += 64)
-                _mm_prefetch((const char *)(next_words + next_bytes * (j / points_per_key) + line), _MM_HINT_T1);
-        group_vaes512(&k, words, deltas, leaf_level, x, direction_bit, next_direction_bit, first_level, key_of,
-                      first_key, seeds + j / 4, state, j, out, out_index, comparison, layout, 4);
+    // A loop for each kind of level, so that the group's tests of the level and the prefetch's stride are
+    // constants (the passes' inner levels ran 2-4 % faster than with one loop testing them).
+#define ZMM_GROUPS(leaf, first, stride)                                                                            \
+    for (size_t j = 0; j < count; j += GROUP) {                                                                    \
+        if (stride)                                                                                                \
+            for (size_t line = 0; line < GROUP * (stride) / points_per_key; line += 64)                           \
+                _mm_prefetch((const char *)(next_words + (stride) * (j / points_per_key) + line), _MM_HINT_T1);   \
+        group_vaes512(&k, words, deltas, leaf, x, direction_bit, next_direction_bit, first, key_of, first_key,     \
+                      seeds + j / 4, state, j, out, out_index, comparison, layout, 4);                             \
     }
+    const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
+    if (leaf_level)
+        ZMM_GROUPS(1, first_level, 0)
+    else if (first_level || !next_words)
+        ZMM_GROUPS(0, first_level, next_bytes)
+    else if (next_bytes == 16)
+        ZMM_GROUPS(0, 0, 16)
+    else
+        ZMM_GROUPS(0, 0, 32)
+#undef ZMM_GROUPS
 }
 
 // One instantiation per (width, comparison, layout): the constants fold and the loops unroll.
@@ -589,14 +619,66 @@ static level_pass_fn vector_level_pass(const sigma_prg *prg, sigma_aes_backend b
     return passes[backend == SIGMA_AES_VAES256][comparison != 0][layout];
 }
 
-// The roots' seeds; state bytes with the control bit (bit 1) from the root, no accumulator and no pending flip.
+// The roots' seeds, and the state with the control bit from the root, no accumulator and no pending flip: a byte a
+// point (bit 1), or for the zmm pass (`packed`) one record a group of GROUP points (count a multiple of GROUP).
 static void load_roots(const sigma_dpf_keys *keys, const uint32_t *key_of, size_t first_key, uint8_t *seeds,
-                       uint8_t *state, size_t count) {
+                       uint8_t *state, size_t count, int packed) {
     const uint8_t *roots = (const uint8_t *)keys->roots;
     for (size_t i = 0; i < count; i++) {
         memcpy(seeds + 16 * i, roots + 16 * (first_key + (key_of ? key_of[i] : i)), 16);
-        state[i] = (uint8_t)((seeds[16 * i] & 1) << 1);
+        if (!packed) state[i] = (uint8_t)((seeds[16 * i] & 1) << 1);
     }
+    if (packed)
+        for (size_t j = 0; j < count; j += GROUP) {
+            uint32_t t = 0;
+            for (int b = 0; b < GROUP; b++) t |= (uint32_t)(seeds[16 * (j + b)] & 1) << b;
+            zmm_state *group = (zmm_state *)(void *)(state + j);
+            *group = (zmm_state){.tweak_lanes = 0, .t_lanes = both_lanes(t), .right = 0, .t = (uint16_t)t, .acc = 0};
+        }
+}
+
+// Bits 2i of `lanes` at bit i: both_lanes undone.
+static inline uint32_t one_lane(uint32_t lanes) {
+    uint32_t x = lanes & 0x55555555u;
+    x = (x | x >> 1) & 0x33333333u;
+    x = (x | x >> 2) & 0x0f0f0f0fu;
+    x = (x | x >> 4) & 0x00ff00ffu;
+    return (x | x >> 8) & 0xffffu;
+}
+
+// Points 2k and 2k + 1 of `pairs` (zmm group records, `count` points) take point k's state in `principal`, each
+// with its own direction: bit `bit` of its x. A group at a time: the pairs' group g holds principal points
+// 8g ... 8g + 7, each bit twice.
+static void take_principal_states(const uint8_t *principal, uint8_t *pairs, const uint64_t *x, size_t count,
+                                  unsigned bit) {
+    for (size_t j = 0; j < count; j += GROUP) {
+        const zmm_state *from = (const zmm_state *)(const void *)(principal + j / 2 / GROUP * GROUP);
+        const unsigned half = (unsigned)(j / 2 % GROUP);  // 0 or 8
+        const uint32_t d = (uint32_t)from->right >> half, m = (one_lane(from->tweak_lanes) >> half) ^ d;
+        const uint32_t t = both_lanes(((uint32_t)from->t >> half) & 0xff) & 0xffff;
+        uint32_t right = 0;
+        for (int i = 0; i < GROUP; i++) right |= (uint32_t)((x[j + i] >> bit) & 1) << i;
+        zmm_state *to = (zmm_state *)(void *)(pairs + j);
+        *to = (zmm_state){
+            .tweak_lanes = both_lanes(right ^ (both_lanes(m & 0xff) & 0xffff)),
+            .t_lanes = both_lanes(t),
+            .right = (uint16_t)right,
+            .t = (uint16_t)t,
+            .acc = (uint16_t)(both_lanes(((uint32_t)from->acc >> half) & 0xff) & 0xffff),
+        };
+    }
+}
+
+// A point's state byte, or its bits of the zmm pass's group record.
+static inline uint8_t point_state(int packed, const uint8_t *state, size_t i) {
+    return packed ? zmm_point_state(state, i) : state[i];
+}
+
+static inline void set_point_state(int packed, uint8_t *state, size_t i, uint8_t byte) {
+    if (packed)
+        set_zmm_point_state(state, i, byte);
+    else
+        state[i] = byte;
 }
 
 // Evaluates the first multiple of GROUP points in chunks of EVAL_CHUNK; returns how many it did.
@@ -606,6 +688,7 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
     const int single = points_per_key == 1;
     level_pass_fn pass = vector_level_pass(prg, backend, comparison, single ? LAYOUT_SINGLE : LAYOUT_KEYED);
     if (!pass) return 0;
+    const int packed = backend == SIGMA_AES_VAES512;
     _Alignas(64) uint8_t seeds[EVAL_CHUNK * 16], state[EVAL_CHUNK];
     uint32_t key_of[EVAL_CHUNK];  // relative to the chunk's first key
     const unsigned depth = keys->input_bits - 7;
@@ -615,7 +698,7 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
         size_t key = first_key + done / points_per_key, phase = done % points_per_key;
         if (!single)
             for (size_t i = 0; i < n; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
-        load_roots(keys, single ? NULL : key_of, key, seeds, state, n);
+        load_roots(keys, single ? NULL : key_of, key, seeds, state, n, packed);
         for (unsigned level = 1; level <= depth; level++)
             pass(prg, keys, level, x + done, single ? NULL : key_of, key, seeds, state, n, out + done, NULL);
         done += n;
@@ -644,6 +727,7 @@ typedef struct {
 // keys) and, with two shifts besides the first, every key's two extra points from a common level on.
 typedef struct {
     level_pass_fn principal, keyed, pairs;
+    int packed;  // the zmm pass's group records (`zmm_state`) rather than a state byte a point
 } shifted_passes;
 
 // The keys first_key ... first_key + count − 1 (count a multiple of GROUP, at most SHIFTED_CHUNK), each at
@@ -707,7 +791,8 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
         s->extra_key[r] = 0;
         s->extra_out[r] = (uint32_t)(count * shift_count);
     }
-    load_roots(keys, NULL, first_key, s->seeds, s->state, count);
+    const int packed = passes->packed;
+    load_roots(keys, NULL, first_key, s->seeds, s->state, count, packed);
     uint32_t principal_out[SHIFTED_CHUNK];
     for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
     size_t active = 0;
@@ -721,21 +806,23 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
                     size_t d = 2 * k + e;
                     memcpy(s->dense_seeds + 16 * d, s->seeds + 16 * k, 16);
                     s->dense_x[d] = (inputs[k] + shifts[e + 1]) & domain;
-                    s->dense_state[d] = with_direction(s->state[k], s->dense_x[d], bits - level);
+                    if (!packed) s->dense_state[d] = with_direction(s->state[k], s->dense_x[d], bits - level);
                     s->dense_key[d] = (uint32_t)k;
                     s->dense_out[d] = (uint32_t)(3 * k + e + 1);
                 }
+            if (packed) take_principal_states(s->state, s->dense_state, s->dense_x, 2 * count, bits - level);
             for (size_t r = 0; r < active; r++) {
                 size_t d = s->extra_out[r] - s->extra_out[r] / 3 - 1;  // 3k + e + 1 -> 2k + e
                 memcpy(s->dense_seeds + 16 * d, s->extra_seeds + 16 * r, 16);
-                s->dense_state[d] = s->extra_state[r];
+                set_point_state(packed, s->dense_state, d, point_state(packed, s->extra_state, r));
             }
         } else if (level < dense_from) {
             // Points leaving at this level take their principal's state before it.
             for (size_t end = level_start[level]; active < end; active++) {
                 size_t k = s->extra_key[active];
                 memcpy(s->extra_seeds + 16 * active, s->seeds + 16 * k, 16);
-                s->extra_state[active] = with_direction(s->state[k], s->extra_x[active], bits - level);
+                set_point_state(packed, s->extra_state, active,
+                                with_direction(point_state(packed, s->state, k), s->extra_x[active], bits - level));
             }
         }
         passes->principal(prg, keys, level, s->x, NULL, first_key, s->seeds, s->state, count, out,
@@ -758,7 +845,7 @@ static size_t eval_shifted_vector(sigma_aes_backend backend, const sigma_prg *pr
     size_t vector_keys = count / GROUP * GROUP;
     shifted_passes passes = {vector_level_pass(prg, backend, comparison, LAYOUT_SINGLE),
                              vector_level_pass(prg, backend, comparison, LAYOUT_KEYED),
-                             vector_level_pass(prg, backend, comparison, LAYOUT_PAIRS)};
+                             vector_level_pass(prg, backend, comparison, LAYOUT_PAIRS), backend == SIGMA_AES_VAES512};
     if (vector_keys == 0 || !passes.principal) return 0;
     const size_t extras = SHIFTED_CHUNK * (shift_count - 1) + GROUP, dense = 2 * SHIFTED_CHUNK;
     shifted_scratch s;
