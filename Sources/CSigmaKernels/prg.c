@@ -575,6 +575,11 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
                       seeds + j / 4, state, j, out, out_index, comparison, layout, 4);                             \
     }
     const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
+    if (next_words && level + 1 < depth) {  // and the next level's delta bits: a few lines, each a miss otherwise
+        const uint8_t *next_deltas = keys->deltas + level * keys->delta_stride + first_key / 8;
+        for (size_t line = 0; line < count / points_per_key / 8 + 1; line += 64)
+            _mm_prefetch((const char *)(next_deltas + line), _MM_HINT_T1);
+    }
     if (leaf_level)
         ZMM_GROUPS(1, first_level, 0)
     else if (first_level || !next_words)
