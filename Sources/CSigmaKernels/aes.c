@@ -165,8 +165,10 @@ static int detect_backend(sigma_aes_backend backend) {
         return detect_backend(SIGMA_AES_AESNI) && cpu_has(7, 0, 2, 9) && cpu_has(7, 0, 1, 5) &&
                os_saves(0x6);  // VAES, AVX2, XMM+YMM state
     case SIGMA_AES_VAES512:
+        // AVX-512F, AVX-512BW, and for the DPF pass BMI2 and AVX-512 VPOPCNTDQ (every VAES-512 CPU has them);
+        // the opmask and ZMM state saved.
         return detect_backend(SIGMA_AES_VAES256) && cpu_has(7, 0, 1, 16) && cpu_has(7, 0, 1, 30) &&
-               cpu_has(7, 0, 1, 8) && os_saves(0xe6);  // AVX-512F, AVX-512BW, BMI2 (the DPF pass), opmask+ZMM state
+               cpu_has(7, 0, 1, 8) && cpu_has(7, 0, 2, 14) && os_saves(0xe6);
 #endif
     default:
         return 0;
