@@ -302,3 +302,32 @@ struct LayerProfile {
 extension RingBackend {
     public func enterLayer(_ kind: LayerKind) {}
 }
+
+/// The arrays' elements as buffer pointers for the length of `body`: for per-element loops that bounds checks on
+/// every array would slow down.
+func withBuffers<Result>(
+    _ a: [UInt64], _ b: [UInt64], _ c: [UInt64], _ d: [UInt64],
+    _ body: (
+        UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>,
+        UnsafeBufferPointer<UInt64>
+    ) throws -> Result
+) rethrows -> Result {
+    try a.withUnsafeBufferPointer { a in
+        try b.withUnsafeBufferPointer { b in
+            try c.withUnsafeBufferPointer { c in try d.withUnsafeBufferPointer { d in try body(a, b, c, d) } }
+        }
+    }
+}
+
+/// The same for six arrays.
+func withBuffers<Result>(
+    _ a: [UInt64], _ b: [UInt64], _ c: [UInt64], _ d: [UInt64], _ e: [UInt64], _ f: [UInt64],
+    _ body: (
+        UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>,
+        UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<UInt64>
+    ) throws -> Result
+) rethrows -> Result {
+    try withBuffers(a, b, c, d) { a, b, c, d in
+        try e.withUnsafeBufferPointer { e in try f.withUnsafeBufferPointer { f in try body(a, b, c, d, e, f) } }
+    }
+}

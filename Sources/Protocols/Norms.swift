@@ -229,16 +229,22 @@ extension PartyContext {
         let ab = try keys.words(x.count, bits: bits)
         let constant = try keys.words(x.count, bits: bits)
         let mask = x.ring.mask
-        let (xh, th, yh) = (x.values, t.values, y.values)
+        let lead: UInt64 = leads ? 1 : 0
         return [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
-            for row in 0..<t.count {
-                let (tRow, bRow) = (th[row], b[row])
-                for column in 0..<k {
-                    let i = row * k + column
-                    let ty = tRow &* yh[column]
-                    let factor = (leads ? ty : 0) &- tRow &* c[column] &- bRow &* yh[column] &+ bc[i]
-                    out[i] =
-                        (xh[i] &* factor &- a[i] &* ty &+ ac[i] &* tRow &+ ab[i] &* yh[column] &+ constant[i]) & mask
+            // Pointers, not arrays: seven products an element, and bounds checks would double the loop.
+            withBuffers(x.values, a, bc, ac, ab, constant) { xh, a, bc, ac, ab, constant in
+                withBuffers(t.values, b, y.values, c) { th, b, yh, c in
+                    for row in 0..<th.count {
+                        let (tRow, bRow, base) = (th[row], b[row], row * k)
+                        for column in 0..<k {
+                            let i = base + column
+                            let ty = tRow &* yh[column]
+                            let factor = lead &* ty &- tRow &* c[column] &- bRow &* yh[column] &+ bc[i]
+                            out[i] =
+                                (xh[i] &* factor &- a[i] &* ty &+ ac[i] &* tRow &+ ab[i] &* yh[column] &+ constant[i])
+                                & mask
+                        }
+                    }
                 }
             }
             initialized = x.count
