@@ -475,7 +475,8 @@ static inline __attribute__((always_inline)) TARGET_VAES512 uint32_t leaf_bits_v
 
 // Points j ... j + 4Z − 1 of a zmm level pass (Z registers of four points).
 static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
-    const zmm_constants *k, const uint8_t *words, const uint8_t *deltas, const int leaf_level, const uint64_t *x,
+    const zmm_constants *k, const uint8_t *roots, const uint8_t *words, const uint8_t *deltas, const int leaf_level,
+    const uint64_t *x,
     const __m512i direction_bit, const __m512i next_direction_bit, const int first_level, const uint32_t *key_of,
     size_t first_key, __m512i *v, uint8_t *state, size_t j, uint8_t *out, const uint32_t *out_index,
     const int comparison, const int layout, const int Z) {
@@ -491,7 +492,11 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
     __m512i a[8], last_key[8];
 #pragma clang loop unroll(full)
     for (int u = 0; u < Z; u++) {
-        __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(v[u], 0x4E), v[u], k->high_lanes, 0x78);
+        // The first level of consecutive keys reads the roots where they are (the driver need not copy them).
+        const __m512i seed = first_level && single
+                                 ? _mm512_loadu_si512((const void *)(roots + 16 * (first_key + j + 4 * u)))
+                                 : v[u];
+        __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(seed, 0x4E), seed, k->high_lanes, 0x78);
         __m512i tweak = _mm512_maskz_mov_epi64((__mmask8)(tweak_lanes >> (8 * u)), k->tweak1);  // tau_0 = 0
         a[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[0], 0x96);
         last_key[u] = _mm512_ternarylogic_epi64(s, tweak, k->rk[10], 0x96);
@@ -616,7 +621,8 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
         if (stride)                                                                                                \
             for (size_t line = 0; line < GROUP * (stride) / points_per_key; line += 64)                           \
                 _mm_prefetch((const char *)(next_words + (stride) * (j / points_per_key) + line), _MM_HINT_T1);   \
-        group_vaes512(&k, words, deltas, leaf, x, direction_bit, next_direction_bit, first, key_of, first_key,     \
+        group_vaes512(&k, (const uint8_t *)keys->roots, words, deltas, leaf, x, direction_bit, next_direction_bit, \
+                      first, key_of, first_key,                                                                    \
                       seeds + j / 4, state, j, out, out_index, comparison, layout, 4);                             \
     }
     const size_t points_per_key = layout == LAYOUT_PAIRS ? 2 : 1;
@@ -671,17 +677,19 @@ static level_pass_fn vector_level_pass(const sigma_prg *prg, sigma_aes_backend b
 
 // The roots' seeds, and the state with the control bit from the root, no accumulator and no pending flip: a byte a
 // point (bit 1), or for the zmm pass (`packed`) one record a group of GROUP points (count a multiple of GROUP).
+// Without `copy`, the zmm pass reads consecutive keys' roots itself (key_of NULL): only the state is set.
 static void load_roots(const sigma_dpf_keys *keys, const uint32_t *key_of, size_t first_key, uint8_t *seeds,
-                       uint8_t *state, size_t count, int packed) {
+                       uint8_t *state, size_t count, int packed, int copy) {
     const uint8_t *roots = (const uint8_t *)keys->roots;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count && (copy || !packed); i++) {
         memcpy(seeds + 16 * i, roots + 16 * (first_key + (key_of ? key_of[i] : i)), 16);
         if (!packed) state[i] = (uint8_t)((seeds[16 * i] & 1) << 1);
     }
     if (packed)
         for (size_t j = 0; j < count; j += GROUP) {
             uint32_t t = 0;
-            for (int b = 0; b < GROUP; b++) t |= (uint32_t)(seeds[16 * (j + b)] & 1) << b;
+            for (int b = 0; b < GROUP; b++)
+                t |= (uint32_t)(roots[16 * (first_key + (key_of ? key_of[j + b] : j + b))] & 1) << b;
             zmm_state *group = (zmm_state *)(void *)(state + j);
             *group = (zmm_state){.tweak_lanes = 0, .t_lanes = both_lanes(t), .right = 0, .t = (uint16_t)t, .acc = 0};
         }
@@ -748,7 +756,7 @@ static size_t eval_vector(sigma_aes_backend backend, const sigma_prg *prg, const
         size_t key = first_key + done / points_per_key, phase = done % points_per_key;
         if (!single)
             for (size_t i = 0; i < n; i++) key_of[i] = (uint32_t)((phase + i) / points_per_key);
-        load_roots(keys, single ? NULL : key_of, key, seeds, state, n, packed);
+        load_roots(keys, single ? NULL : key_of, key, seeds, state, n, packed, !single);
         for (unsigned level = 1; level <= depth; level++)
             pass(prg, keys, level, x + done, single ? NULL : key_of, key, seeds, state, n, out + done, NULL);
         done += n;
@@ -842,7 +850,7 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
         s->extra_out[r] = (uint32_t)(count * shift_count);
     }
     const int packed = passes->packed;
-    load_roots(keys, NULL, first_key, s->seeds, s->state, count, packed);
+    load_roots(keys, NULL, first_key, s->seeds, s->state, count, packed, 1);  // extra points copy the seeds
     uint32_t principal_out[SHIFTED_CHUNK];
     for (size_t k = 0; k < count; k++) principal_out[k] = (uint32_t)(k * shift_count);
     size_t active = 0;
