@@ -631,7 +631,24 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void level_pass_vaes
         for (size_t line = 0; line < count / points_per_key / 8 + 1; line += 64)
             _mm_prefetch((const char *)(next_deltas + line), _MM_HINT_T1);
     }
-    if (leaf_level)
+    if (leaf_level && layout == LAYOUT_SINGLE && !first_level) {
+        // The chunk's last pass fetches what the next chunk of consecutive keys starts with — its roots, points and
+        // first level's words and delta bits — which no earlier pass does (past the keys' end the prefetches are
+        // harmless).
+        const uint8_t *next_roots = (const uint8_t *)keys->roots + 16 * (first_key + count);
+        const uint8_t *first_words = (const uint8_t *)keys->levels + 16 * (first_key + count);
+        for (size_t j = 0; j < count; j += GROUP) {
+            for (size_t line = 0; line < 16 * GROUP; line += 64) {
+                _mm_prefetch((const char *)(next_roots + 16 * j + line), _MM_HINT_T1);
+                _mm_prefetch((const char *)(first_words + 16 * j + line), _MM_HINT_T1);
+            }
+            _mm_prefetch((const char *)(x + count + j), _MM_HINT_T1);
+            _mm_prefetch((const char *)(x + count + j + 8), _MM_HINT_T1);
+            if (j % 512 == 0) _mm_prefetch((const char *)(keys->deltas + (first_key + count + j) / 8), _MM_HINT_T1);
+            group_vaes512(&k, (const uint8_t *)keys->roots, words, deltas, 1, x, direction_bit, next_direction_bit, 0,
+                          key_of, first_key, seeds + j / 4, state, j, out, out_index, comparison, layout, 4);
+        }
+    } else if (leaf_level)
         ZMM_GROUPS(1, first_level, 0)
     else if (first_level || !next_words)
         ZMM_GROUPS(0, first_level, next_bytes)
