@@ -217,8 +217,9 @@ static void eval_levels(sigma_aes_backend backend, const sigma_prg *prg, const s
 // Within a level, groups of 16 points are independent, so the out-of-order core overlaps one group's AES latency
 // with the next group's work, and each level's correction words stream sequentially from the key, fetched a level
 // ahead. Chunks of 4096 points rather than 2048 give those fetches twice the lead (keys streaming from memory:
-// aes_efficiency_38 0.57 -> 0.61 on average over eight alternating runs; 1024 and 512 were slower). (A depth-first variant that kept 16 seeds in registers across all levels was latency-bound: 2.5 against
-// 0.9 ns a block.) Two level passes share the drivers below: VAES on ymm (AVX2: 16 registers, so round keys and
+// aes_efficiency_38 0.57 -> 0.61 on average over eight alternating runs; 1024 and 512 were slower). (A depth-first
+// variant that kept 16 seeds in registers across all levels was latency-bound: 2.5 against 0.9 ns a block.) Two
+// level passes share the drivers below: VAES on ymm (AVX2: 16 registers, so round keys and
 // AES inputs spill) and VAES on zmm (AVX-512: 32 registers hold the round keys, four blocks a register, opmasks
 // select tweaks and corrections, ternary logic folds sigma, the tweak and the first and last round keys, and the
 // control bits are kept in general-purpose registers).
@@ -364,14 +365,14 @@ static inline __attribute__((always_inline)) TARGET_VAES256 void level_pass_vaes
 // per register is, and every operation taken out of it shows (C changes measured with `sigma bench fss`,
 // aes_efficiency_38 with keys in L2). The control bits and the comparison accumulator therefore live in
 // general-purpose registers, one bit a point (bit 4u + i for point i of register u), and in the group's state
-// record between levels; per register the vector side is sigma, the tweak, the first and last round keys, the correction
-// under the control mask and one test for the child's stored bit 0 (0.46 -> 0.54 with these and four registers a
+// record between levels; per register the vector side is sigma, the tweak, the first and last round keys, the
+// correction under the control mask and one test for the child's stored bit 0 (0.46 -> 0.54 with these and four registers a
 // step instead of eight, whose 16 live AES registers spilled the last round keys; without the tweak's opmask 0.68,
 // without the correction and the test 0.69 — the floor of this structure).
 //
 // The right child's control-bit correction delta costs no vector operation: the stored seed is the child before
-// it (bit 0 off by m = t·d·delta), and since tau_1 = e_0 (the unit in bit 0; checked where
-// the pass is chosen), the next level's AES input sigma(v ^ m·e_0 ^ tau_d) = sigma(v ^ tau_{d^m}) only needs the
+// it (bit 0 off by m = t·d·delta), and since tau_1 = e_0 (the unit in bit 0; checked where the pass is chosen),
+// the next level's AES input sigma(v ^ m·e_0 ^ tau_d) = sigma(v ^ tau_{d^m}) only needs the
 // tweak of direction d ^ m. So the keys and the seeds' meaning are those of every other evaluator; only the stored
 // bit 0 lags by a level.
 //
