@@ -853,17 +853,20 @@ static void eval_shifted_chunk(const shifted_passes *passes, const sigma_prg *pr
             if (level <= depth) gathered += level_start[level];
         }
     }
+    // Only the points that leave before the pairs take over are evaluated from the sorted order.
+    const size_t sorted = dense_from > depth ? extras : dense_from > 1 ? level_start[dense_from - 1] : 0;
     uint64_t *sorted_x = (uint64_t *)(void *)s->extra_seeds;  // borrowed until the seeds are first written
-    for (size_t r = 0; r < extras; r++) {
+    for (size_t r = 0; r < sorted; r++) {
         uint32_t i = s->by_level[r];
+        const size_t k = per_key == 2 ? i >> 1 : i / per_key, e = i - k * per_key;  // no division for GeLU's 3
         sorted_x[r] = s->extra_x[i];
-        s->extra_key[r] = (uint32_t)(i / per_key);
-        s->extra_out[r] = (uint32_t)((i / per_key) * shift_count + i % per_key + 1);
+        s->extra_key[r] = (uint32_t)k;
+        s->extra_out[r] = (uint32_t)(k * shift_count + e + 1);
     }
-    memcpy(s->extra_x, sorted_x, extras * sizeof(uint64_t));
+    memcpy(s->extra_x, sorted_x, sorted * sizeof(uint64_t));
     // Padding up to a whole group: valid key and point, output to a sink past the real outputs.
-    size_t padded = (extras + GROUP - 1) / GROUP * GROUP;
-    for (size_t r = extras; r < padded; r++) {
+    size_t padded = (sorted + GROUP - 1) / GROUP * GROUP;
+    for (size_t r = sorted; r < padded; r++) {
         s->extra_x[r] = 0;
         s->extra_key[r] = 0;
         s->extra_out[r] = (uint32_t)(count * shift_count);
