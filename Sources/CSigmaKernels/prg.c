@@ -997,6 +997,61 @@ void sigma_dpf_eval_shifted(sigma_aes_backend backend, const sigma_prg *prg, con
     }
 }
 
+#if defined(__x86_64__)
+// One level of full-domain expansion on zmm: four nodes a step, both children of each, σ and the tweak, the AES
+// rounds with the feed-forward folded into the last round key, and the correction under the parent's control bit
+// in registers (the generic loop below hands each child to the batched ECB and back). Node j belongs to key
+// j / nodes_per_key (a power of two); returns how many nodes it did (a multiple of four).
+static TARGET_VAES512 size_t expand_level_vaes512(const sigma_prg *prg, const uint8_t *src, uint8_t *dst,
+                                                  const uint8_t *cws, const uint8_t *deltas, size_t first_key,
+                                                  size_t nodes_per_key, size_t count) {
+    __m512i rk[11], tweak[2];
+    for (int r = 0; r < 11; r++)
+        rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)prg->key.round_keys[r]));
+    for (int c = 0; c < 2; c++)
+        tweak[c] = _mm512_broadcast_i32x4(
+            _mm_set_epi64x((long long)prg->sigma_tweaks[c][1], (long long)prg->sigma_tweaks[c][0]));
+    const __m512i high_lanes = _mm512_set_epi64(-1, 0, -1, 0, -1, 0, -1, 0);
+    const __m512i low_one = _mm512_set_epi64(0, 1, 0, 1, 0, 1, 0, 1);
+    // Children of nodes 0-3 from the left and right registers, in the output's order (node-major).
+    const __m512i first_half = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second_half = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    const unsigned key_shift = (unsigned)__builtin_ctzll(nodes_per_key);
+    size_t j = 0;
+    for (; j + 4 <= count; j += 4) {
+        const __m512i v = _mm512_loadu_si512((const void *)(src + 16 * j));
+        const __m512i s = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(v, 0x4E), v, high_lanes, 0x78);
+        __mmask8 control = _mm512_test_epi64_mask(v, low_one);  // the parents' control bits, low lanes
+        control |= (__mmask8)(control << 1);
+        __m512i child[2];
+        for (int c = 0; c < 2; c++) {
+            const __m512i y = _mm512_xor_si512(s, tweak[c]);
+            __m512i a = _mm512_xor_si512(y, rk[0]);
+            for (int r = 1; r < 10; r++) a = _mm512_aesenc_epi128(a, rk[r]);
+            child[c] = _mm512_aesenclast_epi128(a, _mm512_xor_si512(rk[10], y));
+            if (cws) {
+                __m512i correction;
+                if (nodes_per_key >= 4) {
+                    const block b = path_correction(cws, deltas, first_key, j >> key_shift, (uint64_t)c);
+                    correction = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)b.hi, (long long)b.lo));
+                } else {
+                    block b[4];
+                    for (int i = 0; i < 4; i++)
+                        b[i] = path_correction(cws, deltas, first_key, (j + i) >> key_shift, (uint64_t)c);
+                    correction = _mm512_set_epi64((long long)b[3].hi, (long long)b[3].lo, (long long)b[2].hi,
+                                                  (long long)b[2].lo, (long long)b[1].hi, (long long)b[1].lo,
+                                                  (long long)b[0].hi, (long long)b[0].lo);
+                }
+                child[c] = _mm512_mask_xor_epi64(child[c], control, child[c], correction);
+            }
+        }
+        _mm512_storeu_si512((void *)(dst + 32 * j), _mm512_permutex2var_epi64(child[0], first_half, child[1]));
+        _mm512_storeu_si512((void *)(dst + 32 * j + 64), _mm512_permutex2var_epi64(child[0], second_half, child[1]));
+    }
+    return j;
+}
+#endif
+
 void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, const void *in, void *out,
                             const void *cw, const uint8_t *deltas, size_t first_key, size_t nodes_per_key,
                             size_t count) {
@@ -1004,6 +1059,18 @@ void sigma_dpf_expand_level(sigma_aes_backend backend, const sigma_prg *prg, con
     uint8_t *dst = (uint8_t *)out;
     block s[CHUNK], h[CHUNK];
     size_t key0 = 0, node0 = 0;
+#if defined(__x86_64__)
+    if (backend == SIGMA_AES_VAES512 && sigma_aes_backend_supported(backend) &&
+        (nodes_per_key & (nodes_per_key - 1)) == 0) {
+        const size_t done = expand_level_vaes512(prg, src, dst, cws, deltas, first_key, nodes_per_key, count);
+        // The rest through the loop below, from node `done` (key done / nodes_per_key).
+        src += 16 * done;
+        dst += 32 * done;
+        count -= done;
+        key0 = done / nodes_per_key;
+        node0 = done % nodes_per_key;
+    }
+#endif
     for (size_t done = 0; done < count; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         size_t key = key0, node = node0;
