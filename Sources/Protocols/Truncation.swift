@@ -21,6 +21,9 @@ private let faithfulARSTag = GateTag("FARS")
 @inline(__always)
 private func lowMask(_ bits: Int) -> UInt64 { bits >= 64 ? ~0 : (1 << UInt64(bits)) - 1 }
 
+/// Key bits of GapARS's wrap-term shares: f (at least one; by 0 the term 2^n·MSB(r) vanishes anyway).
+private func gapARSWrapBits(_ f: Int) -> Int { max(1, f) }
+
 extension Cleartext {
     public func truncateReduce(_ x: RingTensor, by f: Int) throws -> RingTensor {
         let output = Ring(bitwidth: x.ring.bitwidth - f, scale: max(0, x.ring.scale - f))
@@ -86,7 +89,7 @@ extension Dealer {
                 (0..<x.count).map { i in
                     (outputMasks[i] &- (x.values[i] >> UInt64(f)) &- (1 << UInt64(n - f - 2))) & x.ring.mask
                 }, bits: n)
-            try share(x.values.map { ($0 >> UInt64(n - 1)) << UInt64(n - f) }, bits: n)  // 2^{n−f}·MSB(r)
+            try shareWrapTerm(x.values, n: n, f: f)
             return RingTensor(ring: x.ring, shape: x.shape, values: outputMasks)
         }
         let carryMasks = try maskedComparisonKeys(alphas: x.values.map { $0 & lowMask(f) }, bits: f)
@@ -98,8 +101,14 @@ extension Dealer {
             }
         }
         try candidates(whenZero: candidate(0), whenOne: candidate(1), bits: n)
-        try share(x.values.map { ($0 >> UInt64(n - 1)) << UInt64(n - f) }, bits: n)  // 2^{n−f}·MSB(r)
+        try shareWrapTerm(x.values, n: n, f: f)
         return RingTensor(ring: x.ring, shape: x.shape, values: outputMasks)
+    }
+
+    /// The wrap term 2^{n−f}·MSB(r) as shares of MSB(r) mod 2^f, which the parties scale by 2^{n−f}: a multiple
+    /// of 2^{n−f} needs only its top f bits shared (f rather than n key bits per element, ≈ 5 bytes less).
+    private func shareWrapTerm(_ masks: [UInt64], n: Int, f: Int) throws {
+        try share(masks.map { $0 >> UInt64(n - 1) }, bits: gapARSWrapBits(f))
     }
 
     /// Faithful ARS = TR then sign extension (SIGMA Thm. 5): with v = x + 2^{n−1} (unsigned), z = TR(v) ∈ [0, 2^m)
@@ -171,7 +180,7 @@ extension PartyContext {
         } else {
             picked = try pickCandidates(try maskedComparison(shifted, bits: f), bits: n)  // on the low f bits
         }
-        let wrapTerm = try keys.words(x.count, bits: n)
+        let wrapTerm = try keys.words(x.count, bits: gapARSWrapBits(f))  // MSB(r) mod 2^f, scaled below
         let lead = leads
         let shares = [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
             shifted.withUnsafeBufferPointer { shifted in
@@ -179,10 +188,10 @@ extension PartyContext {
                     wrapTerm.withUnsafeBufferPointer { wrapTerm in
                         // Branch-free (the top bit is random) and with masking shifts (n, f < 64).
                         let highMask: UInt64 = lead ? ~0 : 0
-                        let (top, low) = (UInt64(n - 1), UInt64(f))
+                        let (top, low, high) = (UInt64(n - 1), UInt64(f), UInt64(n - f))
                         for i in 0..<shifted.count {
                             let v = shifted[i]
-                            let wrap = wrapTerm[i] & ((v &>> top) &- 1)  // when the top bit of x̂' is 0
+                            let wrap = (wrapTerm[i] &<< high) & ((v &>> top) &- 1)  // when the top bit of x̂' is 0
                             out[i] = ((v &>> low) & highMask &+ wrap &+ picked[i]) & mask
                         }
                     }

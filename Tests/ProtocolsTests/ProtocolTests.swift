@@ -355,9 +355,10 @@ struct ServerWeightTests {
         let dealer = Dealer(p0: sink0, p1: sink1, random: SecureRandom(insecureTestSeed: 6))
         let x = RingTensor(ring: ring, shape: [count], values: [UInt64](repeating: 0, count: count))
         _ = try dealer.gapARS(x, by: 12)
-        // GapARS: a 12-bit comparison key, the carry's mask bit shares, two candidates and the wrap term (n bits).
+        // GapARS: a 12-bit comparison key, the carry's mask bit shares, two candidates (n bits) and the wrap term
+        // (f bits: shares of MSB(r) that the parties scale by 2^{n−f}).
         let dpf = DPFKeys.encodedSize(inputBits: 12, count: count)
-        let shares = (count + 7) / 8 + (2 * count * 50 + 7) / 8 + (count * 50 + 7) / 8
+        let shares = (count + 7) / 8 + (2 * count * 50 + 7) / 8 + (count * 12 + 7) / 8
         #expect(sink0.bytes.count == 12 + 16 + dpf, "the server's gate is seeded: its shares come from the seed")
         #expect(sink1.bytes.count == 12 + dpf + shares)
         _ = try dealer.gapARS(x, by: 12)
