@@ -248,7 +248,7 @@ public struct DecoderModel: Sendable {
             && c.attentionLayers[layer] == "local"
         let context = try e.attention(
             q, k, v, rows: t, heads: c.heads, kvHeads: c.heads, headDim: c.headDim, scaled: c.architecture == .gpt2,
-            window: local ? c.localWindow : nil, causal: true, coarseMaximum: c.coarseSoftmaxMaximum)
+            window: local ? c.localWindow : nil, causal: true)
         var y = e.add(x, try e.linear(context, projection, rows: t))
         let h2 = try e.layerNorm(
             y, width: d, gamma: try weights.vector(p + "ln_2.weight", count: d),
@@ -276,7 +276,7 @@ public struct DecoderModel: Sendable {
         let v = try e.linear(h, try linear("self_attn.v_proj.weight", d, kv), rows: t)
         let context = try e.attention(
             q, k, v, rows: t, heads: c.heads, kvHeads: c.keyValueHeads, headDim: c.headDim, scaled: true, window: nil,
-            causal: true, coarseMaximum: c.coarseSoftmaxMaximum)
+            causal: true)
         var y = e.add(x, try e.linear(context, try linear("self_attn.o_proj.weight", d, d), rows: t))
         let h2 = try e.rmsNorm(
             y, width: d, gamma: try weights.vector(p + "post_attention_layernorm.weight", count: d),

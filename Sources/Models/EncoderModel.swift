@@ -84,7 +84,7 @@ public struct EncoderModel: Sendable {
         let v = try e.linear(x, try linear("attention.self.value", d, d), rows: t)
         let context = try e.attention(
             q, k, v, rows: t, heads: c.heads, kvHeads: c.heads, headDim: c.headDim, scaled: true, window: nil,
-            causal: false, coarseMaximum: c.coarseSoftmaxMaximum)
+            causal: false)
         let norm = { (input: E.Tensor, suffix: String) in
             try e.layerNorm(
                 input, width: d, gamma: try weights.vector(p + suffix + ".weight", count: d),

@@ -118,11 +118,9 @@ public protocol Evaluator {
     func rotary(_ x: Tensor, heads: Int, headDim: Int, theta: Double) throws -> Tensor
     /// Multi-head attention on q [rows × heads·headDim], k and v [rows × kvHeads·headDim]; scores scaled by
     /// 1/√headDim when `scaled`; causal: query i sees keys max(0, i − window + 1) … i; otherwise every key.
-    /// `coarseMaximum`: softmax subtracts a bound on each row's maximum from its high bytes
-    /// (`RingBackend.softmax(_:rowLengths:magnitudeBits:coarseMaximum:)`; the float reference ignores it).
     func attention(
         _ q: Tensor, _ k: Tensor, _ v: Tensor, rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
-        window: Int?, causal: Bool, coarseMaximum: Bool
+        window: Int?, causal: Bool
     ) throws -> Tensor
     /// GeLU with erf (BERT); `gelu` is the tanh form of GPT-2's `gelu_new`. The fixed-point table serves both.
     func geluExact(_ x: Tensor) throws -> Tensor

@@ -224,7 +224,7 @@ public final class RangeEvaluator: Evaluator {
 
     public func attention(
         _ q: Tensor, _ k: Tensor, _ v: Tensor, rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
-        window: Int?, causal: Bool, coarseMaximum: Bool
+        window: Int?, causal: Bool
     ) throws -> Tensor {
         let group = heads / kvHeads
         var context = [Double](repeating: 0, count: heads * headDim)

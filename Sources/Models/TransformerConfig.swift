@@ -23,12 +23,6 @@ public struct TransformerConfig: Equatable, Sendable {
 
     public var headDim: Int { hidden / heads }
 
-    /// Whether softmax subtracts a bound on each row's maximum taken from the scores' high bytes
-    /// (`RingBackend.softmax(_:rowLengths:magnitudeBits:coarseMaximum:)`): two rounds more per softmax for about a
-    /// quarter fewer softmax keys and comparisons 8 bits shorter (BERT-large: about 1.5 GB fewer keys per party).
-    /// Every model takes it since the per-row truncations take one round (GPT-2: 918 + 24 rounds of its 1000).
-    public var coarseSoftmaxMaximum: Bool { true }
-
     /// A configuration from its fields (for the named shapes below).
     public init(
         architecture: Architecture, layers: Int, hidden: Int, heads: Int, keyValueHeads: Int? = nil, intermediate: Int,

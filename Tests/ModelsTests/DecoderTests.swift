@@ -150,7 +150,7 @@ final class ProductRecorder: Evaluator {
     }
     func attention(
         _ q: [Double], _ k: [Double], _ v: [Double], rows: Int, heads: Int, kvHeads: Int, headDim: Int, scaled: Bool,
-        window: Int?, causal: Bool, coarseMaximum: Bool
+        window: Int?, causal: Bool
     ) throws -> [Double] {
         let (width, kvWidth, group) = (heads * headDim, kvHeads * headDim, heads / kvHeads)
         let scale = scaled ? 1 / Double(headDim).squareRoot() : 1
@@ -168,7 +168,7 @@ final class ProductRecorder: Evaluator {
         return record(
             try float.attention(
                 q, k, v, rows: rows, heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: scaled, window: window,
-                causal: causal, coarseMaximum: coarseMaximum))
+                causal: causal))
     }
     func geluExact(_ x: [Double]) throws -> [Double] { try float.geluExact(activationInput(x)) }
     func meanOfRows(_ x: [Double], rows: Int, width: Int) throws -> [Double] {
