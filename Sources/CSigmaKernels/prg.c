@@ -399,6 +399,11 @@ static inline uint32_t both_lanes(uint32_t bits) {
     return x * 3;
 }
 
+// both_lanes in one instruction, for the zmm pass (BMI2).
+static inline __attribute__((always_inline)) TARGET_VAES512 uint32_t both_lanes_bmi2(uint32_t bits) {
+    return _pdep_u32(bits, 0x55555555u) * 3;
+}
+
 // A point's state as the byte the other passes keep (bit 0 acc, bit 1 t, bit 2 the pending flip m, bit 4 the
 // direction d), and back: for the shifted evaluation's copies between points.
 static inline uint8_t zmm_point_state(const uint8_t *state, size_t i) {
@@ -488,7 +493,7 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
     // ahead of the AES rounds cost 5-10 % of the pass.
     zmm_state *group = (zmm_state *)(void *)(state + j);
     const uint32_t right = first_level ? x_bits(x + j, 4 * Z, direction_bit) : group->right;
-    const uint32_t tweak_lanes = first_level ? both_lanes(right) : group->tweak_lanes;  // no flip at the root
+    const uint32_t tweak_lanes = first_level ? both_lanes_bmi2(right) : group->tweak_lanes;  // no flip at the root
     const uint32_t t = group->t, t_lanes = group->t_lanes;
     uint32_t acc = comparison ? group->acc : 0;
     __m512i a[8], last_key[8];
@@ -518,7 +523,7 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
             const size_t first = first_key + j / 2;
             uint32_t window;
             memcpy(&window, deltas + (first >> 3), 4);  // 25 ... 32 bits: the group's 16 keys at most, shifted
-            delta = (uint32_t)_pdep_u32((window >> (first & 7)) & 0xffff, 0x55555555u) * 3;  // each key's bit twice
+            delta = both_lanes_bmi2((window >> (first & 7)) & 0xffff);  // each key's bit twice
         } else {
             for (int i = 0; i < 4 * Z; i++) {
                 size_t key = first_key + key_of[j + i];
@@ -554,8 +559,8 @@ static inline __attribute__((always_inline)) TARGET_VAES512 void group_vaes512(
         group->right = (uint16_t)next_right;
         group->t = (uint16_t)child_t;
         group->acc = (uint16_t)acc;
-        group->tweak_lanes = _pdep_u32(next_right ^ child_flip, 0x55555555u) * 3;
-        group->t_lanes = _pdep_u32(child_t, 0x55555555u) * 3;
+        group->tweak_lanes = both_lanes_bmi2(next_right ^ child_flip);
+        group->t_lanes = both_lanes_bmi2(child_t);
     } else {
         __m512i leaf[4];
 #pragma clang loop unroll(full)

@@ -103,17 +103,9 @@ extension Dealer {
         let maskZ = randomWords(x.count, ring: ring)
         try share(x.values, bits: ring.bitwidth)
         try share(y.values, bits: ring.bitwidth)
-        try share(broadcastProductConstants(x, y, broadcast: broadcast, outputMasks: maskZ), bits: ring.bitwidth)
-        return RingTensor(ring: ring, shape: x.shape, values: maskZ)
-    }
-
-    /// C = R_X ⊙ R_Y′ + R_Z for the masks of x and of the compact y repeated as `broadcast` says.
-    func broadcastProductConstants(_ x: RingTensor, _ y: RingTensor, broadcast: Broadcast, outputMasks: [UInt64])
-        -> [UInt64]
-    {
         let maskY = broadcast.expand(y.values, count: x.count)
-        let mask = x.ring.mask
-        return (0..<x.count).map { (x.values[$0] &* maskY[$0] &+ outputMasks[$0]) & mask }
+        try share((0..<x.count).map { (x.values[$0] &* maskY[$0] &+ maskZ[$0]) & ring.mask }, bits: ring.bitwidth)
+        return RingTensor(ring: ring, shape: x.shape, values: maskZ)
     }
 }
 
@@ -159,28 +151,19 @@ extension PartyContext {
         let maskX = try keys.words(x.count, bits: bits)
         let maskY = try keys.words(y.count, bits: bits)
         let c = try keys.words(x.count, bits: bits)
-        let shares = broadcastProductShares(
-            x.values, maskX, compact: y.values, compactMasks: maskY, broadcast: broadcast, constants: c, ring: x.ring)
-        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: bits))
-    }
-
-    /// Shares of x ⊙ y′ + r_out, y′ being y repeated as `broadcast` says: x̂·(ŷ′·[b = 0] − [R_Y]′) − [R_X]·ŷ′ + [C],
-    /// the first factor computed once per value of y.
-    func broadcastProductShares(
-        _ x: [UInt64], _ maskX: [UInt64], compact y: [UInt64], compactMasks maskY: [UInt64], broadcast: Broadcast,
-        constants c: [UInt64], ring: Ring
-    ) -> [UInt64] {
-        let factor = zip(y, maskY).map { leads ? $0 &- $1 : 0 &- $1 }
-        let mask = ring.mask
-        return [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
+        // x̂·(ŷ′·[b = 0] − [R_Y]′) − [R_X]·ŷ′ + [C], the first factor computed once per value of y.
+        let factor = zip(y.values, maskY).map { leads ? $0 &- $1 : 0 &- $1 }
+        let (xh, yh, mask) = (x.values, y.values, x.ring.mask)
+        let shares = [UInt64](unsafeUninitializedCapacity: x.count) { out, initialized in
             broadcast.forEachRun(count: x.count, compact: y.count) { run, first, step in
                 for i in run {
                     let j = first + step * (i - run.lowerBound)
-                    out[i] = (x[i] &* factor[j] &- maskX[i] &* y[j] &+ c[i]) & mask
+                    out[i] = (xh[i] &* factor[j] &- maskX[i] &* yh[j] &+ c[i]) & mask
                 }
             }
             initialized = x.count
         }
+        return RingTensor(ring: x.ring, shape: x.shape, values: try reconstruct(shares, bits: bits))
     }
 }
 
